@@ -1,0 +1,32 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, vmbackup.qemu developers
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+
+class ModuleDocFragment(object):
+
+    # Options of every module that talks to a running VM over QMP.
+    DOCUMENTATION = r'''
+options:
+  socket:
+    description:
+      - Path of the VM's QMP UNIX socket, as given to QEMU with C(-qmp unix:PATH,server=on,wait=off).
+      - QEMU serves one client at a time per QMP socket. If another tool stays connected, give the VM
+        a second C(-qmp) socket for backups.
+      - Can be set for every module of the collection at once with C(module_defaults) and the action
+        group C(group/vmbackup.qemu.qmp).
+    type: path
+    required: true
+  timeout:
+    description:
+      - Seconds to wait for QMP to connect and for QEMU to answer each command.
+    type: float
+    default: 10
+requirements:
+  - Python 3.9 or newer on the hypervisor.
+  - The C(qemu.qmp) Python package on the hypervisor.
+  - A running QEMU 7.2 or newer with a QMP UNIX socket.
+'''

@@ -1,0 +1,58 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, vmbackup.qemu developers
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Errors of the collection: each carries a message that names the thing and
+says what to do, so modules can hand it to fail_json unchanged."""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+
+class VMBackupError(Exception):
+    """Base of every error the collection raises on purpose.
+
+    ``msg`` is the user-facing message; ``details`` is merged into the
+    module's failure result (for example the disks that exist)."""
+
+    def __init__(self, msg, **details):
+        super(VMBackupError, self).__init__(msg)
+        self.msg = msg
+        self.details = details
+
+    def __str__(self):
+        return self.msg
+
+
+class QMPConnectError(VMBackupError):
+    """The QMP socket could not be reached or did not speak QMP."""
+
+
+class QMPDisconnectedError(VMBackupError):
+    """The connection broke while a command was running (QEMU exited?)."""
+
+
+class QMPTimeoutError(VMBackupError):
+    """QEMU did not answer in time."""
+
+
+class QMPCommandError(VMBackupError):
+    """QEMU answered a command with an error."""
+
+    def __init__(self, msg, command=None, error_class=None, desc=None, **details):
+        super(QMPCommandError, self).__init__(msg, **details)
+        self.command = command
+        self.error_class = error_class
+        self.desc = desc
+
+
+class FeatureMissingError(VMBackupError):
+    """The running QEMU lacks something the requested operation needs."""
+
+
+class DiskSelectionError(VMBackupError):
+    """A disk name does not exist or cannot be used as asked."""
+
+
+class BitmapStateError(VMBackupError):
+    """A bitmap cannot be changed as asked (busy, inconsistent, mismatched)."""

@@ -1,0 +1,64 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, vmbackup.qemu developers
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""What every module that talks to a VM shares: the `socket`/`timeout`
+options (documented in the `vmbackup.qemu.qmp` doc fragment), the guarded
+qemu.qmp import, one connection per run, and failures as clean `msg`s."""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.vmbackup.qemu.plugins.module_utils.errors import VMBackupError
+from ansible_collections.vmbackup.qemu.plugins.module_utils.qmp import (
+    DEFAULT_TIMEOUT,
+    HAS_QEMU_QMP,
+    QEMU_QMP_IMPORT_ERROR,
+    QMPConnection,
+)
+from ansible_collections.vmbackup.qemu.plugins.module_utils.vm import VM
+
+QMP_ARGUMENT_SPEC = dict(
+    socket=dict(type='path', required=True),
+    timeout=dict(type='float', default=DEFAULT_TIMEOUT),
+)
+
+
+class QMPModule(object):
+    """An AnsibleModule whose `run` gets a connected VM."""
+
+    def __init__(self, argument_spec, **kwargs):
+        spec = dict(QMP_ARGUMENT_SPEC)
+        spec.update(argument_spec)
+        kwargs.setdefault('supports_check_mode', True)
+        self.module = AnsibleModule(argument_spec=spec, **kwargs)
+        self.params = self.module.params
+        if not HAS_QEMU_QMP:
+            self.module.fail_json(msg=missing_required_lib('qemu.qmp'),
+                                  exception=str(QEMU_QMP_IMPORT_ERROR))
+        if self.params['timeout'] <= 0:
+            self.fail('timeout must be a positive number of seconds, got %s' % self.params['timeout'])
+
+    @property
+    def check_mode(self):
+        return self.module.check_mode
+
+    def fail(self, msg, **details):
+        self.module.fail_json(msg=msg, **details)
+
+    def run(self, work):
+        """Connect, call ``work(vm)`` and exit with the dict it returns."""
+        try:
+            with QMPConnection(self.params['socket'], self.params['timeout']) as connection:
+                result = work(VM(connection))
+        except VMBackupError as exc:
+            self.fail(exc.msg, **exc.details)
+        except Exception as exc:  # pylint: disable=broad-except
+            # A bug of ours must still end in a readable failure, not "MODULE FAILURE".
+            self.fail('internal error in vmbackup.qemu (%s: %s); please report it with the '
+                      'exception text' % (type(exc).__name__, exc), exception=traceback.format_exc())
+        self.module.exit_json(**result)

@@ -1,0 +1,52 @@
+# vmbackup.qemu: developer entry points. `make test` is what CI runs.
+SHELL := /bin/bash
+VENV ?= .venv
+PYTHON ?= python3
+QEMU10_DIR ?= $(CURDIR)/.cache/qemu-10.0
+# Extra pytest arguments, e.g. `make integration PYTEST_ARGS='-k bitmap -x'`.
+PYTEST_ARGS ?=
+
+VPY := $(VENV)/bin/python
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: all test venv qemu10 sanity action-groups units integration integration-7.2 integration-10.0 demo clean
+
+all: test
+
+test: sanity units integration
+
+$(VENV)/.installed: requirements-dev.txt requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --upgrade pip
+	$(VPY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+qemu10:
+	scripts/fetch-qemu-backports.sh $(QEMU10_DIR)
+
+sanity: venv action-groups
+	scripts/run-sanity.sh
+
+action-groups: venv
+	$(VPY) scripts/check-action-groups.py
+
+units: venv
+	$(VPY) -m pytest -q tests/unit $(PYTEST_ARGS)
+
+integration: integration-7.2 integration-10.0
+
+# The system QEMU (Debian 12: 7.2).
+integration-7.2: venv
+	$(VPY) -m pytest -q tests/integration $(PYTEST_ARGS)
+
+# QEMU 10.0 from bookworm-backports, unpacked beside the system one.
+integration-10.0: venv qemu10
+	VMBACKUP_QEMU_BINDIR=$(QEMU10_DIR)/usr/bin $(VPY) -m pytest -q tests/integration $(PYTEST_ARGS)
+
+demo: venv
+	scripts/demo.sh
+
+clean:
+	rm -rf build tests/output .pytest_cache

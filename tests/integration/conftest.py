@@ -1,0 +1,69 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, vmbackup.qemu developers
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Fixtures of the real-QEMU test bed. Every VM a test starts is stopped and
+every file removed when the test ends, passed or failed."""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import os
+import shutil
+import sys
+import tempfile
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from harness.ansible import AnsibleRunner  # noqa: E402 pylint: disable=wrong-import-position
+from harness.qemu import DiskSpec, QemuInstall, TestVM  # noqa: E402 pylint: disable=wrong-import-position
+
+
+@pytest.fixture(scope='session')
+def qemu():
+    return QemuInstall()
+
+
+def pytest_report_header(config):  # pylint: disable=unused-argument
+    install = QemuInstall()
+    return 'QEMU under test: %s (%s)' % (install.version_string, install.system)
+
+
+@pytest.fixture
+def workdir():
+    # UNIX socket paths must stay under 108 bytes: keep the directory short.
+    path = tempfile.mkdtemp(prefix='vb-', dir='/tmp')
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def make_vm(qemu, workdir):
+    """Factory: make_vm(disks=[DiskSpec(...)], name=..., start=True)."""
+    started = []
+
+    def factory(disks=None, name='vm1', start=True, test_monitors=1):
+        if disks is None:
+            disks = [DiskSpec('vda'), DiskSpec('vdb')]
+        vm = TestVM(qemu, workdir, disks, name=name, test_monitors=test_monitors)
+        started.append(vm)
+        if start:
+            vm.start()
+        return vm
+
+    yield factory
+    for vm in started:
+        vm.kill()
+
+
+@pytest.fixture
+def vm(make_vm):
+    """A running VM with two 64 MiB qcow2 virtio-blk disks, vda and vdb."""
+    return make_vm()
+
+
+@pytest.fixture
+def ansible(workdir, qemu):
+    return AnsibleRunner(workdir, env=qemu.env())

@@ -1,0 +1,110 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, vmbackup.qemu developers
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Run the collection's modules the way users do: `ansible` ad hoc against
+localhost, results read back from the tree callback (`-t DIR`)."""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import json
+import os
+import subprocess
+import sys
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..', '..'))
+
+
+def collections_path():
+    """A collections tree whose vmbackup/qemu is this checkout (a symlink is
+    fine for ansible and ansible-playbook)."""
+    root = os.path.join(REPO, 'build', 'collections')
+    link = os.path.join(root, 'ansible_collections', 'vmbackup', 'qemu')
+    if os.path.realpath(link) != REPO:
+        os.makedirs(os.path.dirname(link), exist_ok=True)
+        if os.path.lexists(link):
+            os.unlink(link)
+        os.symlink(REPO, link)
+    return root
+
+
+class AnsibleRunner(object):
+    """Runs modules of vmbackup.qemu on localhost and returns their results."""
+
+    def __init__(self, workdir, env=None):
+        self.workdir = workdir
+        self.count = 0
+        self.env = dict(env or os.environ)
+        bindir = os.path.dirname(sys.executable)
+        self.env.update({
+            'ANSIBLE_COLLECTIONS_PATH': collections_path(),
+            'ANSIBLE_LOCAL_TEMP': os.path.join(workdir, 'ansible-local'),
+            'ANSIBLE_REMOTE_TMP': os.path.join(workdir, 'ansible-remote'),
+            'ANSIBLE_NOCOLOR': '1',
+            'ANSIBLE_DEPRECATION_WARNINGS': '0',
+            'ANSIBLE_PYTHON_INTERPRETER': sys.executable,
+            'PATH': bindir + os.pathsep + self.env.get('PATH', ''),
+        })
+        self.ansible = os.path.join(bindir, 'ansible')
+        self.ansible_playbook = os.path.join(bindir, 'ansible-playbook')
+
+    def module(self, name, args, check=False, diff=False, timeout=600):
+        """Run module vmbackup.qemu.NAME with ``args`` (a dict); return its result."""
+        self.count += 1
+        tree = os.path.join(self.workdir, 'tree-%d' % self.count)
+        cmd = [self.ansible, 'localhost', '-c', 'local', '-i', 'localhost,',
+               '-m', 'vmbackup.qemu.' + name, '-a', json.dumps(args), '-t', tree]
+        if check:
+            cmd.append('--check')
+        if diff:
+            # The tree callback keeps `diff` in results only at -vvv.
+            cmd += ['--diff', '-vvv']
+        proc = subprocess.run(cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              universal_newlines=True, timeout=timeout, check=False)
+        result_file = os.path.join(tree, 'localhost')
+        if not os.path.exists(result_file):
+            raise AssertionError('ansible gave no result (rc %d): %s' % (proc.returncode, proc.stdout))
+        with open(result_file) as handle:
+            result = json.load(handle)
+        # The tree callback leaves `failed` out; ad hoc exits 2 on a failed task.
+        result.setdefault('failed', proc.returncode == 2)
+        result['_output'] = proc.stdout
+        result['_rc'] = proc.returncode
+        return result
+
+    def ok(self, name, args, **kwargs):
+        """Run a module that must succeed."""
+        result = self.module(name, args, **kwargs)
+        assert not result.get('failed'), 'module %s failed: %s' % (name, result.get('msg', result))
+        return result
+
+    def failed(self, name, args, **kwargs):
+        """Run a module that must fail cleanly: a msg, no traceback."""
+        result = self.module(name, args, **kwargs)
+        assert result.get('failed'), 'module %s did not fail: %s' % (name, result)
+        assert_clean_failure(result)
+        return result
+
+    def converge(self, name, args, diff=True):
+        """check -> real -> again (idempotent) -> again in check mode.
+
+        Returns the real run's result. The check run must predict the real
+        run's `changed`, and the two repeat runs must change nothing."""
+        predicted = self.ok(name, args, check=True, diff=diff)
+        real = self.ok(name, args, diff=diff)
+        assert predicted['changed'] == real['changed'], (predicted, real)
+        again = self.ok(name, args, diff=diff)
+        assert again['changed'] is False, 'second run changed something: %s' % again
+        again_check = self.ok(name, args, check=True, diff=diff)
+        assert again_check['changed'] is False, 'check after convergence: %s' % again_check
+        return real
+
+
+def assert_clean_failure(result):
+    msg = result.get('msg', '')
+    assert msg, 'failure without msg: %s' % result
+    assert 'MODULE FAILURE' not in msg, msg
+    assert 'Traceback' not in msg, msg
+    assert 'module_stderr' not in result, result
+    assert 'exception' not in result, result.get('exception')

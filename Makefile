@@ -5,6 +5,8 @@ PYTHON ?= python3
 QEMU10_DIR ?= $(CURDIR)/.cache/qemu-10.0
 # Extra pytest arguments, e.g. `make integration PYTEST_ARGS='-k bitmap -x'`.
 PYTEST_ARGS ?=
+# Extra ansible-test arguments, e.g. `make sanity SANITY_ARGS='--test pylint'`.
+SANITY_ARGS ?=
 
 VPY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
@@ -13,10 +15,10 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 all: test
 
-test: sanity units integration
+test: action-groups sanity units integration
 
 $(VENV)/.installed: requirements-dev.txt requirements.txt
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv --clear $(VENV)
 	$(VPY) -m pip install --quiet --upgrade pip
 	$(VPY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
@@ -26,8 +28,8 @@ venv: $(VENV)/.installed
 qemu10:
 	scripts/fetch-qemu-backports.sh $(QEMU10_DIR)
 
-sanity: venv action-groups
-	scripts/run-sanity.sh
+sanity: venv
+	scripts/run-sanity.sh $(SANITY_ARGS)
 
 action-groups: venv
 	$(VPY) scripts/check-action-groups.py
@@ -46,7 +48,7 @@ integration-10.0: venv qemu10
 	VMBACKUP_QEMU_BINDIR=$(QEMU10_DIR)/usr/bin $(VPY) -m pytest -q tests/integration $(PYTEST_ARGS)
 
 demo: venv
-	scripts/demo.sh
+	$(VPY) scripts/demo.py
 
 clean:
 	rm -rf build tests/output .pytest_cache

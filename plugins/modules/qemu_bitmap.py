@@ -18,12 +18,12 @@ description:
   - The bitmap is put on the disk's format node (for example the qcow2 node), below any filter such as a throttle
     node, so that it tracks every guest write and, when persistent, is stored in the image.
   - All changes, on every selected disk, are made in one QMP transaction, at one instant; if QEMU refuses one, none
-    is made. Only O(recreate=true) needs two: the old bitmaps are removed first, since QEMU cannot remove and add a
-    bitmap of the same name in one transaction.
+    is made. Only O(recreate=true) needs two transactions. The old bitmaps are removed first, since QEMU cannot
+    remove and add a bitmap of the same name in one transaction.
   - Idempotent. A second identical run reports no change.
   - Bitmaps that a running block job or an NBD export uses (C(busy)) are never changed; the module fails and says so.
 author:
-  - vmbackup.qemu developers
+  - vmbackup.qemu developers (@vmbackup-qemu)
 extends_documentation_fragment:
   - vmbackup.qemu.qmp
 attributes:
@@ -46,7 +46,7 @@ options:
         the id of its C(-drive), or the node-name of its format node.
       - Default is every disk of the VM. Disks that cannot take part (no medium, read-only such as CD-ROMs, or a
         format that cannot store a persistent bitmap when O(persistent=true)) are then left out and listed in
-        RV(skipped).
+        RV(skipped_disks).
       - A disk named here that cannot take part is an error.
     type: list
     elements: str

@@ -48,7 +48,7 @@ def test_not_a_qmp_server(ansible, workdir):
     server.listen(1)
 
     def answer_like_ssh():
-        conn, _ = server.accept()
+        conn = server.accept()[0]
         conn.sendall(b'SSH-2.0-OpenSSH_9.2\r\n')
         conn.recv(100)
         conn.close()

@@ -13,20 +13,7 @@ import os
 import subprocess
 import sys
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..', '..'))
-
-
-def collections_path():
-    """A collections tree whose vmbackup/qemu is this checkout (a symlink is
-    fine for ansible and ansible-playbook)."""
-    root = os.path.join(REPO, 'build', 'collections')
-    link = os.path.join(root, 'ansible_collections', 'vmbackup', 'qemu')
-    if os.path.realpath(link) != REPO:
-        os.makedirs(os.path.dirname(link), exist_ok=True)
-        if os.path.lexists(link):
-            os.unlink(link)
-        os.symlink(REPO, link)
-    return root
+from harness.collection import collections_path
 
 
 class AnsibleRunner(object):

@@ -80,9 +80,9 @@ class QemuInstall(object):
         return env
 
     def run_img(self, *args, **kwargs):
-        kwargs.setdefault('check', True)
+        check = kwargs.pop('check', True)
         return subprocess.run([self.img] + list(args), stdout=subprocess.PIPE, env=self.env(),
-                              stderr=subprocess.STDOUT, universal_newlines=True, **kwargs)
+                              stderr=subprocess.STDOUT, universal_newlines=True, check=check, **kwargs)
 
     def create_image(self, path, size, fmt='qcow2', options=None):
         args = ['create', '-q', '-f', fmt]

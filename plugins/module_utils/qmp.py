@@ -217,8 +217,9 @@ class QMPConnection(object):
         return dict((job['id'], job) for job in jobs if job['id'] in job_ids)
 
     def wait_jobs(self, job_ids, settled_states=JOB_SETTLED_STATES, timeout=None,
-                  progress=None, poll_interval=1.0):
-        """Wait until every job in ``job_ids`` is in one of ``settled_states``.
+                  progress=None, poll_interval=1.0, stop_when=None):
+        """Wait until every job in ``job_ids`` is in one of ``settled_states``
+        (or until ``stop_when(jobs)`` is true, e.g. once one job failed).
 
         ``query-jobs`` is the truth (events are not queued for a client that was
         away); JOB_STATUS_CHANGE events only wake us early. ``progress`` is
@@ -233,6 +234,8 @@ class QMPConnection(object):
             if progress is not None:
                 progress(jobs)
             if all(job['status'] in settled_states for job in jobs.values()):
+                return jobs
+            if stop_when is not None and stop_when(jobs):
                 return jobs
             wait = poll_interval
             if deadline is not None:

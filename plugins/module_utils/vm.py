@@ -68,6 +68,7 @@ class Disk(object):
         self.node = None
         self.format = None
         self.virtual_size = None
+        self.allocated_size = None
         self.cluster_size = None
         self.image_filename = None
         self.qcow2_compat = None
@@ -87,6 +88,7 @@ class Disk(object):
         self.format = info.get('drv')
         image = info.get('image', {})
         self.virtual_size = image.get('virtual-size')
+        self.allocated_size = image.get('actual-size')
         self.cluster_size = image.get('cluster-size')
         self.image_filename = image.get('filename')
         specific = image.get('format-specific', {})
@@ -115,6 +117,8 @@ class Disk(object):
             return 'no medium inserted'
         if self.read_only:
             return 'read-only (a CD-ROM or a disk opened read-only): nothing to track or back up'
+        if not self.qdev:
+            return 'not attached to a guest device: the guest cannot write to it'
         if need_persistent_bitmaps:
             return self.persistent_bitmap_problem()
         return None
@@ -169,6 +173,7 @@ class VM(object):
         self._features = None
         self._version = None
         self._graph = None
+        self._graph_names = set()
 
     # -- what QEMU can do ---------------------------------------------------
 
@@ -204,7 +209,7 @@ class VM(object):
                     for node in self.qmp.execute('query-named-block-nodes', {'flat': True})
                     if node.get('node-name'))
 
-    def _child(self, nodes, parent, child_role):
+    def child_node(self, nodes, parent, child_role):
         """Name of ``parent``'s child in role ``child_role`` (e.g. 'file')."""
         children = nodes.get(parent, {}).get('children')
         if children is not None:  # QEMU 10.1+
@@ -212,12 +217,13 @@ class VM(object):
                 if child.get('child') == child_role:
                     return child.get('node-name')
             return None
-        if self._graph is None:
+        if self._graph is None or parent not in self._graph_names:
             if not self.features.has('block_graph_debug'):
                 raise FeatureMissingError(
                     'finding the disk below filter node %s needs the block graph, but this QEMU '
                     'offers neither node children (10.1+) nor x-debug-query-block-graph' % parent)
             self._graph = self.qmp.execute('x-debug-query-block-graph')
+            self._graph_names = set(n.get('name') for n in self._graph['nodes'])
         by_id = dict((n['id'], n) for n in self._graph['nodes'])
         parent_ids = [n['id'] for n in self._graph['nodes']
                       if n.get('type') == 'block-driver' and n.get('name') == parent]
@@ -231,7 +237,7 @@ class VM(object):
         self._graph = None
         nodes = self.named_nodes()
         blocks = self.qmp.execute('query-block')
-        return [Disk(info, nodes, lambda parent, role: self._child(nodes, parent, role))
+        return [Disk(info, nodes, lambda parent, role: self.child_node(nodes, parent, role))
                 for info in blocks]
 
     def select_disks(self, names=None, exclude=None, need_persistent_bitmaps=False):

@@ -8,17 +8,13 @@ every file removed when the test ends, passed or failed."""
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
-import os
 import shutil
-import sys
 import tempfile
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-from harness.ansible import AnsibleRunner  # noqa: E402 pylint: disable=wrong-import-position
-from harness.qemu import DiskSpec, QemuInstall, TestVM  # noqa: E402 pylint: disable=wrong-import-position
+from harness.ansible import AnsibleRunner
+from harness.qemu import DiskSpec, QemuInstall, TestVM
 
 
 @pytest.fixture(scope='session')

@@ -36,8 +36,8 @@ class AnsibleRunner(object):
         self.ansible = os.path.join(bindir, 'ansible')
         self.ansible_playbook = os.path.join(bindir, 'ansible-playbook')
 
-    def module(self, name, args, check=False, diff=False, timeout=600):
-        """Run module vmbackup.qemu.NAME with ``args`` (a dict); return its result."""
+    def spawn(self, name, args, check=False, diff=False):
+        """Start module vmbackup.qemu.NAME in the background; see collect()."""
         self.count += 1
         tree = os.path.join(self.workdir, 'tree-%d' % self.count)
         cmd = [self.ansible, 'localhost', '-c', 'local', '-i', 'localhost,',
@@ -47,18 +47,29 @@ class AnsibleRunner(object):
         if diff:
             # The tree callback keeps `diff` in results only at -vvv.
             cmd += ['--diff', '-vvv']
-        proc = subprocess.run(cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              universal_newlines=True, timeout=timeout, check=False)
-        result_file = os.path.join(tree, 'localhost')
+        proc = subprocess.Popen(cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                universal_newlines=True, start_new_session=True)
+        proc.tree = tree
+        return proc
+
+    @staticmethod
+    def collect(proc, timeout=600):
+        """Wait for a spawned module and return its result."""
+        output = proc.communicate(timeout=timeout)[0]
+        result_file = os.path.join(proc.tree, 'localhost')
         if not os.path.exists(result_file):
-            raise AssertionError('ansible gave no result (rc %d): %s' % (proc.returncode, proc.stdout))
+            raise AssertionError('ansible gave no result (rc %d): %s' % (proc.returncode, output))
         with open(result_file) as handle:
             result = json.load(handle)
         # The tree callback leaves `failed` out; ad hoc exits 2 on a failed task.
         result.setdefault('failed', proc.returncode == 2)
-        result['_output'] = proc.stdout
+        result['_output'] = output
         result['_rc'] = proc.returncode
         return result
+
+    def module(self, name, args, check=False, diff=False, timeout=600):
+        """Run module vmbackup.qemu.NAME with ``args`` (a dict); return its result."""
+        return self.collect(self.spawn(name, args, check=check, diff=diff), timeout=timeout)
 
     def ok(self, name, args, **kwargs):
         """Run a module that must succeed."""

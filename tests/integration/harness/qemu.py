@@ -335,6 +335,31 @@ class TestVM(object):
                                               force_share=True)
         assert identical, 'live disk %s differs from what the guest wrote: %s' % (disk, output)
 
+    def wait_for_job(self, prefix='vmb-', statuses=('running',), timeout=60, monitor=0):
+        """Wait until a job whose id starts with ``prefix`` is in ``statuses``; return it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for job in self.qmp('query-jobs', monitor=monitor):
+                if job['id'].startswith(prefix) and job['status'] in statuses:
+                    return job
+            time.sleep(0.02)
+        raise AssertionError('no job %s* in %s within %d s' % (prefix, statuses, timeout))
+
+    def leftovers(self):
+        """Anything of the collection still in QEMU: jobs, nodes, exports."""
+        found = ['job ' + j['id'] for j in self.qmp('query-jobs')]
+        found += ['node ' + n['node-name'] for n in self.qmp('query-named-block-nodes', flat=True)
+                  if n.get('node-name', '').startswith('vmb-')]
+        found += ['export ' + e['id'] for e in self.qmp('query-block-exports')]
+        for info in self.qmp('query-block'):
+            drv = (info.get('inserted') or {}).get('drv')
+            if drv == 'copy-before-write':
+                found.append('device %s behind a filter' % info.get('qdev'))
+        return found
+
+    def run_state(self):
+        return self.qmp('query-status')['status']
+
     def bitmaps(self, disk):
         """Named bitmaps on the format node of ``disk``, by name (test view)."""
         node = self.format_node(disk)

@@ -1,0 +1,544 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, vmbackup.qemu developers
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""The backup engine: push backups of a running VM into a repository.
+
+Bitmaps (per repository, so two repositories never share one):
+
+    vmbackup-<repo>-i-<backup id>   changes since that backup (persistent)
+    vmbackup-<repo>-f-<chain id>    changes since the chain's full (persistent)
+    vmbackup-<repo>-t-<backup id>   frozen copy used by one run (transient)
+
+At the instant of a backup a new "i" bitmap starts recording, and the bitmap
+that says what the backup must copy ("i" of the parent for an incremental,
+"f" of the chain for a differential) is copied into a frozen "t" bitmap. The
+old bitmaps keep recording until the backup is published, so a failure at any
+point loses nothing: the new bitmaps are removed and the old ones still hold
+every write since the last good backup. After the manifest is written, the
+old "i" bitmap is removed (or, after a full, every older bitmap of this
+repository). A run killed between the two leaves an old bitmap that the next
+run removes as stale."""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import os
+import subprocess
+import time
+
+from ansible_collections.vmbackup.qemu.plugins.module_utils.errors import (
+    QMPDisconnectedError,
+    VMBackupError,
+)
+from ansible_collections.vmbackup.qemu.plugins.module_utils.fleece import (
+    FleeceView,
+    ignore_missing,
+    node_name,
+    remove_leftovers,
+)
+from ansible_collections.vmbackup.qemu.plugins.module_utils.guest_agent import (
+    GuestAgent,
+    GuestAgentError,
+    GuestAgentUnavailable,
+)
+from ansible_collections.vmbackup.qemu.plugins.module_utils.repository import (
+    FORMAT_VERSION,
+    VMRepository,
+    new_backup_id,
+)
+
+LEVELS = ('full', 'incremental', 'differential', 'copy', 'auto')
+BITMAP_GRANULARITY = 65536
+# Run states in which QEMU is handing the VM over; a backup must not start.
+REFUSED_RUN_STATES = ('inmigrate', 'postmigrate', 'finish-migrate', 'save-vm', 'restore-vm')
+
+
+class BackupError(VMBackupError):
+    """The backup failed; nothing of this run was kept."""
+
+
+def bitmap_prefix(repository_id):
+    return 'vmbackup-%s-' % repository_id[:8]
+
+
+def inc_bitmap(repository_id, backup_id):
+    return '%si-%s' % (bitmap_prefix(repository_id), backup_id)
+
+
+def full_bitmap(repository_id, chain_id):
+    return '%sf-%s' % (bitmap_prefix(repository_id), chain_id)
+
+
+def frozen_bitmap(repository_id, backup_id):
+    return '%st-%s' % (bitmap_prefix(repository_id), backup_id)
+
+
+def base_chain(repo):
+    """The chain new incrementals build on: the newest that is not a copy."""
+    chains = [c for c in repo.chains() if c.full is not None]
+    return chains[-1] if chains else None
+
+
+def chain_problem(chain, disks, level):
+    """Why ``level`` cannot build on ``chain`` for ``disks`` (None if it can)."""
+    if chain is None:
+        return 'the repository has no full backup of this VM yet'
+    last = chain.last if level == 'incremental' else chain.full
+    names = sorted(d.name for d in disks)
+    if sorted(last.disks) != names:
+        return 'the disks changed since backup %s (it has %s, now %s)' % (
+            last.id, ', '.join(sorted(last.disks)), ', '.join(names))
+    for backup in chain.backups:
+        for disk_name in backup.disks:
+            if not os.path.isfile(backup.image(disk_name)):
+                return 'chain %s is missing its file %s' % (chain.id, backup.image(disk_name))
+    key = 'bitmap' if level == 'incremental' else 'full_bitmap'
+    for disk in disks:
+        record = last.disks[disk.name]
+        if record['virtual_size'] != disk.virtual_size:
+            return 'disk %s was resized since backup %s (%d -> %d bytes)' % (
+                disk.name, last.id, record['virtual_size'], disk.virtual_size)
+        bitmap = disk.bitmap(record[key])
+        if bitmap is None:
+            return ('the dirty bitmap %s on disk %s that tracks changes since backup %s is missing '
+                    '(QEMU was restarted without it, or it was removed)' % (record[key], disk.name, last.id))
+        if bitmap.inconsistent:
+            return ('the dirty bitmap %s on disk %s is inconsistent: QEMU was stopped without saving it'
+                    % (bitmap.name, disk.name))
+        if not bitmap.recording:
+            return 'the dirty bitmap %s on disk %s was disabled' % (bitmap.name, disk.name)
+        if bitmap.busy:
+            return 'the dirty bitmap %s on disk %s is in use by another job' % (bitmap.name, disk.name)
+    return None
+
+
+class BackupRun(object):
+    """One run of qemu_blockdev_backup."""
+
+    def __init__(self, vm, params, warn=None, check_mode=False):
+        self.vm = vm
+        self.params = params
+        self.warn = warn or (lambda msg: None)
+        self.check_mode = check_mode
+        self.run_id = os.urandom(3).hex()
+        self.result = {'changed': False, 'skipped_disks': [], 'cleaned': []}
+
+    # -- planning -------------------------------------------------------------
+
+    def select(self):
+        disks, skipped = self.vm.select_disks(self.params.get('disks'), self.params.get('exclude_disks'))
+        if not disks:
+            raise BackupError('the VM has no disk to back up (%s)' % (
+                '; '.join('%(disk)s: %(reason)s' % s for s in skipped) or 'no disks'))
+        return disks, skipped
+
+    def decide_level(self, repo, disks):
+        asked = self.params.get('level') or 'auto'
+        if asked in ('full', 'copy'):
+            return asked, 'asked for', None
+        chain = base_chain(repo) if repo.exists() else None
+        if asked == 'auto':
+            problem = chain_problem(chain, disks, 'incremental')
+            if problem:
+                return 'full', 'a new full backup, because ' + problem, None
+            return 'incremental', 'incremental on chain %s' % chain.id, chain
+        problem = chain_problem(chain, disks, asked)
+        if problem:
+            raise BackupError('cannot take a %s backup: %s. Take a full backup (level: full or auto)'
+                              % (asked, problem))
+        return asked, 'asked for', chain
+
+    def estimate(self, level, chain, disks):
+        """Bytes the backup would copy: from the bitmaps for incrementals."""
+        total = 0
+        for disk in disks:
+            if level in ('full', 'copy'):
+                total += disk.allocated_size or disk.virtual_size or 0
+            else:
+                last = chain.last if level == 'incremental' else chain.full
+                key = 'bitmap' if level == 'incremental' else 'full_bitmap'
+                total += disk.bitmap(last.disks[disk.name][key]).count
+        return total
+
+    # -- the run --------------------------------------------------------------
+
+    def run(self):
+        vm, params = self.vm, self.params
+        vm_name = params.get('vm_name') or vm.name()
+        if not vm_name:
+            raise BackupError('the VM has no -name: set vm_name to name its directory in the repository')
+        repo = VMRepository(params['target_dir'], vm_name)
+        status = vm.status()['status']
+        if status in REFUSED_RUN_STATES:
+            raise BackupError('the VM is in state %s (migrating or saving): back it up before or after'
+                              % status)
+        disks, skipped = self.select()
+        self.result['skipped_disks'] = skipped
+        if self.check_mode:
+            level, reason, chain = self.decide_level(repo, disks)
+            self.result.update(changed=True, level=level, reason=reason, vm=vm_name,
+                               bytes_estimated=self.estimate(level, chain, disks),
+                               disks=[{'disk': d.name, 'node': d.node} for d in disks])
+            return self.result
+        repo.ensure()
+        repo.lock()
+        try:
+            self.result['cleaned'] = remove_leftovers(vm, params.get('fleece_dir')) + repo.remove_unpublished()
+            disks, skipped = self.select()  # again: cleaning may have switched devices back
+            level, reason, chain = self.decide_level(repo, disks)
+            self.result.update(vm=vm_name, level=level, reason=reason)
+            self._remove_stale_bitmaps(repo, disks)
+            self._take(repo, disks, level, chain)
+        finally:
+            repo.unlock()
+        return self.result
+
+    def _remove_stale_bitmaps(self, repo, disks):
+        """Remove bitmaps of this repository that no published backup relies on.
+
+        The newest chain's bitmaps stay even before a new full: if the full
+        fails, that chain goes on."""
+        prefix = bitmap_prefix(repo.repository_id)
+        keep = set()
+        base = base_chain(repo)
+        if base is not None:
+            for record in base.last.disks.values():
+                keep.update([record.get('bitmap'), record.get('full_bitmap')])
+        actions = []
+        for disk in disks:
+            for bitmap in disk.bitmaps:
+                if bitmap.name.startswith(prefix) and (bitmap.name not in keep or bitmap.inconsistent) \
+                        and not bitmap.busy:
+                    actions.append(('block-dirty-bitmap-remove', {'node': disk.node, 'name': bitmap.name}))
+                    self.result['cleaned'].append('bitmap %s on %s' % (bitmap.name, disk.name))
+        self.vm.qmp.transaction(actions)
+
+    def _take(self, repo, disks, level, chain):
+        vm, params = self.vm, self.params
+        repo_id = repo.repository_id
+        backup_id = new_backup_id()
+        chain_id = chain.id if chain is not None else backup_id
+        parent = None
+        if level == 'incremental':
+            parent = chain.last
+        elif level == 'differential':
+            parent = chain.full
+        repo.chain_dir(chain_id, create=True)
+        fleecing = self._fleecing_wanted()
+        new_bitmaps, frozen = [], frozen_bitmap(repo_id, backup_id)
+        targets, partials, started = {}, [], time.time()
+        view = None
+        jobs = {}
+        self.result.update(changed=True, backup_id=backup_id, chain=chain_id, fleecing=fleecing,
+                           parent=parent.id if parent else None)
+        try:
+            for index, disk in enumerate(disks):
+                partial = repo.partial_image(chain_id, backup_id, disk.name)
+                backing = os.path.basename(parent.image(disk.name)) if parent else None
+                self._create_image(partial, disk.virtual_size, backing)
+                partials.append(partial)
+                targets[disk.name] = node_name(self.run_id, 'tgt', index)
+                vm.qmp.execute('blockdev-add', {
+                    'driver': 'qcow2', 'node-name': targets[disk.name], 'backing': None,
+                    'file': {'driver': 'file', 'filename': partial}})
+
+            before, source_bitmaps = [], {}
+            for disk in disks:
+                persistent = disk.persistent_bitmap_problem() is None
+                if level != 'copy':
+                    names = [inc_bitmap(repo_id, backup_id)]
+                    if level == 'full':
+                        names.append(full_bitmap(repo_id, backup_id))
+                    for name in names:
+                        before.append(('block-dirty-bitmap-add', {
+                            'node': disk.node, 'name': name, 'persistent': persistent,
+                            'granularity': BITMAP_GRANULARITY}))
+                        new_bitmaps.append((disk.node, name))
+                if level in ('incremental', 'differential'):
+                    key = 'bitmap' if level == 'incremental' else 'full_bitmap'
+                    source_bitmaps[disk.name] = (disk.node, parent.disks[disk.name][key])
+
+            def freeze_copies(sources):
+                """Frozen copies of what changed before the instant, on ``sources``."""
+                actions = []
+                for disk in disks:
+                    if disk.name not in source_bitmaps:
+                        continue
+                    actions.append(('block-dirty-bitmap-add', {
+                        'node': sources[disk.name], 'name': frozen, 'disabled': True,
+                        'persistent': False, 'granularity': BITMAP_GRANULARITY}))
+                    node, name = source_bitmaps[disk.name]
+                    actions.append(('block-dirty-bitmap-merge', {
+                        'node': sources[disk.name], 'target': frozen,
+                        'bitmaps': [{'node': node, 'name': name}]}))
+                return actions
+
+            def backup_actions(sources):
+                actions = []
+                for index, disk in enumerate(disks):
+                    job = node_name(self.run_id, 'push', index)
+                    jobs[job] = disk
+                    data = {'job-id': job, 'device': sources[disk.name], 'target': targets[disk.name],
+                            'sync': 'full', 'auto-finalize': False, 'auto-dismiss': False}
+                    if disk.name in source_bitmaps:
+                        data.update({'sync': 'bitmap', 'bitmap': frozen, 'bitmap-mode': 'never'})
+                    if params.get('speed'):
+                        data['speed'] = params['speed']
+                    if params.get('compress'):
+                        data['compress'] = True
+                    actions.append(('blockdev-backup', data))
+                return actions
+
+            with GuestFreeze(params, self.warn) as freeze:
+                if fleecing:
+                    view = FleeceView(vm, disks, self.run_id, params['fleece_dir'])
+                    snaps = view.create(before, freeze_copies)
+                    self.result['pause_seconds'] = round(view.pause_seconds, 4)
+                else:
+                    sources = dict((d.name, d.node) for d in disks)
+                    # One transaction: the instant for every disk and bitmap.
+                    vm.qmp.transaction(before + freeze_copies(sources) + backup_actions(sources))
+                    self.result['pause_seconds'] = 0.0
+            self.result['frozen'] = freeze.report()
+            if fleecing:
+                vm.qmp.transaction(backup_actions(snaps))
+            self.result['disks'] = self._wait(jobs)
+            if view is not None:
+                view.teardown()
+                view = None
+            for target in targets.values():
+                vm.qmp.execute('blockdev-del', {'node-name': target})
+            targets = {}
+        except BaseException as exc:
+            self._abandon(exc, jobs, view, targets, new_bitmaps, disks, frozen, partials, parent)
+            raise
+        manifest = {
+            'format': FORMAT_VERSION, 'id': backup_id, 'chain': chain_id, 'level': level,
+            'parent': parent.id if parent else None, 'time': started,
+            'time_iso': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(started)),
+            'vm': repo.vm_name, 'repository': repo_id, 'qemu': vm.version,
+            'fleecing': fleecing, 'frozen': self.result['frozen'],
+            'pause_seconds': self.result.get('pause_seconds', 0.0),
+            'disks': [],
+        }
+        for disk, info in zip(disks, self.result['disks']):
+            info['file'] = repo.final_image(chain_id, backup_id, disk.name)
+            manifest['disks'].append({
+                'disk': disk.name, 'node': disk.node, 'file': os.path.basename(info['file']),
+                'virtual_size': disk.virtual_size, 'bytes_written': info['bytes_written'],
+                'duration': info['duration'], 'granularity': BITMAP_GRANULARITY,
+                'bitmap': inc_bitmap(repo_id, backup_id) if level != 'copy' else None,
+                'full_bitmap': (full_bitmap(repo_id, chain_id) if level in ('incremental', 'differential')
+                                else full_bitmap(repo_id, backup_id) if level == 'full' else None),
+                'persistent_bitmap': disk.persistent_bitmap_problem() is None,
+            })
+        repo.publish(manifest)
+        self._retire_bitmaps(disks, repo_id, level, frozen, backup_id, chain)
+        self.result['duration'] = round(time.time() - started, 3)
+        return self.result
+
+    def _fleecing_wanted(self):
+        wanted = self.params.get('fleecing')
+        features = self.vm.features
+        able = features.has('copy_before_write') and features.has('snapshot_access') \
+            and features.has('cbw_on_cbw_error')
+        if wanted is None:
+            if not able:
+                self.warn('this QEMU cannot fleece (it needs copy-before-write with on-cbw-error, QEMU '
+                          '7.1+): backing up without fleecing, so a slow target slows guest writes')
+            return able
+        return wanted
+
+    @staticmethod
+    def _create_image(path, size, backing):
+        args = ['qemu-img', 'create', '-q', '-f', 'qcow2', '-o', 'cluster_size=65536']
+        if backing:
+            # Relative to the image's own directory: the repository can move.
+            args += ['-b', backing, '-F', 'qcow2', '-u']
+        old_umask = os.umask(0o077)
+        try:
+            proc = subprocess.run(args + [path, str(size)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  universal_newlines=True, check=False)
+        except OSError as exc:
+            raise BackupError('cannot run qemu-img (%s): install qemu-utils on the hypervisor' % exc)
+        finally:
+            os.umask(old_umask)
+        if proc.returncode != 0:
+            raise BackupError('qemu-img could not create %s: %s' % (path, proc.stdout.strip()))
+
+    def _wait(self, jobs):
+        """Wait for the push jobs, finalize them together, report per disk."""
+        qmp = self.vm.qmp
+        started = time.time()
+        done_at = {}
+
+        def note(states):
+            for job_id, job in states.items():
+                if job['status'] in ('pending', 'concluded') and job_id not in done_at:
+                    done_at[job_id] = time.time()
+
+        def failed(states):
+            return any(j['status'] in ('concluded', 'null') or j.get('error') for j in states.values())
+
+        states = qmp.wait_jobs(jobs, settled_states=('pending', 'concluded', 'null'),
+                               timeout=self.params.get('job_timeout'), progress=note, stop_when=failed)
+        errors = ['%s: %s' % (jobs[j].name, s.get('error') or 'the job vanished')
+                  for j, s in states.items() if s['status'] != 'pending']
+        if errors:
+            raise BackupError('the backup job failed for %s' % '; '.join(errors), job_errors=errors)
+        for job_id in jobs:
+            qmp.execute('job-finalize', {'id': job_id})
+        states = qmp.wait_jobs(jobs, settled_states=('concluded', 'null'), timeout=60)
+        errors = ['%s: %s' % (jobs[j].name, s.get('error')) for j, s in states.items() if s.get('error')]
+        if errors:
+            raise BackupError('the backup job failed for %s' % '; '.join(errors), job_errors=errors)
+        report = []
+        for job_id, disk in jobs.items():
+            qmp.execute('job-dismiss', {'id': job_id})
+            report.append({'disk': disk.name, 'node': disk.node,
+                           'bytes_written': states[job_id].get('total-progress', 0),
+                           'duration': round(done_at.get(job_id, time.time()) - started, 3)})
+        return report
+
+    def _abandon(self, exc, jobs, view, targets, new_bitmaps, disks, frozen, partials, parent):
+        """Undo a failed run so that nothing of it is trusted or left behind.
+
+        The old bitmaps recorded every write throughout, so removing the new
+        ones is all it takes for the next backup to include everything."""
+        problems = []
+        qmp = self.vm.qmp
+        if not isinstance(exc, QMPDisconnectedError):
+            def attempt(what, call, *args):
+                try:
+                    call(*args)
+                except Exception as err:  # pylint: disable=broad-except
+                    problems.append('%s: %s' % (what, err))
+
+            live = [j for j in jobs if j in qmp.query_jobs()] if jobs else []
+            for job_id in live:
+                attempt('cancel ' + job_id, ignore_missing, qmp.execute, 'job-cancel', {'id': job_id})
+            if live:
+                attempt('wait for cancelled jobs', qmp.wait_jobs, live, ('concluded', 'null'), 60)
+                for job_id in live:
+                    attempt('dismiss ' + job_id, ignore_missing, qmp.execute, 'job-dismiss', {'id': job_id})
+            if view is not None:
+                attempt('fleecing teardown', view.teardown)
+            for target in targets.values():
+                attempt('remove ' + target, ignore_missing, qmp.execute, 'blockdev-del', {'node-name': target})
+            # Without fleecing the frozen copies sit on the disks' nodes; with
+            # it they went with the snapshot nodes.
+            actions = [('block-dirty-bitmap-remove', {'node': node, 'name': name})
+                       for node, name in new_bitmaps + [(d.node, frozen) for d in disks]]
+            attempt('remove the new bitmaps', self._remove_bitmaps_present, actions)
+        for path in partials:
+            if os.path.exists(path):
+                os.unlink(path)
+        if isinstance(exc, VMBackupError):
+            note = ' Nothing of this run was kept; the next backup includes every change since %s.' % (
+                'backup %s' % parent.id if parent else 'the last good backup')
+            if self.params.get('fleecing') is not False and 'Permission denied' in exc.msg:
+                exc.msg += (' (with fleecing, this means the fleece image in %s failed or filled up: '
+                            'copy-before-write broke the snapshot so that the guest could go on '
+                            'writing; free space in fleece_dir)' % self.params.get('fleece_dir'))
+            exc.msg += note
+            if problems:
+                exc.msg += ' Cleaning up also failed (%s); the next run cleans up.' % '; '.join(problems)
+
+    def _remove_bitmaps_present(self, actions):
+        """Remove the bitmaps in ``actions`` that exist (one transaction)."""
+        existing = set()
+        for node in self.vm.named_nodes().values():
+            for bitmap in node.get('dirty-bitmaps', []):
+                existing.add((node['node-name'], bitmap.get('name')))
+        self.vm.qmp.transaction([a for a in actions if (a[1]['node'], a[1]['name']) in existing])
+
+    def _retire_bitmaps(self, disks, repo_id, level, frozen, backup_id, chain):
+        """After the manifest is written: drop the bitmaps the new backup replaced.
+
+        After a full: every older bitmap of this repository. After an
+        incremental or differential: the "i" bitmap of the backup before it
+        (the new "i" bitmap took over). Always: the frozen copy."""
+        new = set([inc_bitmap(repo_id, backup_id), full_bitmap(repo_id, backup_id)])
+        prefix = bitmap_prefix(repo_id)
+        names = dict((d.name, d) for d in disks)
+        actions = []
+        for disk in self.vm.disks():
+            if disk.name not in names:
+                continue
+            retired = set([frozen])
+            if level in ('incremental', 'differential'):
+                retired.add(chain.last.disks[disk.name]['bitmap'])
+            for bitmap in disk.bitmaps:
+                stale = bitmap.name in retired or (
+                    level == 'full' and bitmap.name.startswith(prefix) and bitmap.name not in new)
+                if stale and not bitmap.busy:
+                    actions.append(('block-dirty-bitmap-remove', {'node': disk.node, 'name': bitmap.name}))
+        try:
+            self.vm.qmp.transaction(actions)
+        except VMBackupError as exc:
+            self.warn('the backup is complete, but old bitmaps could not be removed (%s); the next run '
+                      'removes them' % exc.msg)
+
+
+class GuestFreeze(object):
+    """Holds the guest's filesystems frozen through its agent, and always thaws."""
+
+    def __init__(self, params, warn):
+        self.socket = params.get('guest_agent_socket')
+        self.mode = params.get('freeze') or 'auto'
+        self.timeout = min(float(params.get('timeout') or 10), 10.0)
+        self.warn = warn
+        self.agent = None
+        self.frozen = 0
+        self.reason = None
+        self.seconds = 0.0
+
+    def __enter__(self):
+        if self.mode == 'off':
+            self.reason = 'freeze is off'
+            return self
+        if not self.socket:
+            if self.mode == 'required':
+                raise BackupError('freeze: required needs guest_agent_socket')
+            self.reason = 'no guest_agent_socket given'
+            return self
+        try:
+            self.agent = GuestAgent(self.socket, self.timeout).connect()
+            self._start = time.monotonic()
+            self.frozen = self.agent.freeze()
+        except GuestAgentError as exc:
+            self._thaw_quietly()
+            # A wrong path (not a socket, a QMP socket) is a mistake to report;
+            # an agent that is not running or cannot freeze is what `auto` tolerates.
+            tolerable = isinstance(exc, GuestAgentUnavailable) or exc.command == 'guest-fsfreeze-freeze'
+            if self.mode == 'required' or not tolerable:
+                raise BackupError('cannot freeze the guest\'s filesystems (freeze: required): %s' % exc.msg)
+            self.reason = 'guest agent: %s' % exc.msg
+            self.warn('backing up without freezing the guest\'s filesystems (crash-consistent): %s' % exc.msg)
+        return self
+
+    def _thaw_quietly(self):
+        if self.agent is not None:
+            try:
+                self.agent.thaw()
+            except Exception:  # pylint: disable=broad-except
+                pass  # it was not frozen, or the agent is gone; reported by the caller
+            self.agent.close()
+            self.agent = None
+
+    def __exit__(self, exc_type, exc_value, tb):
+        if self.agent is not None:
+            try:
+                self.agent.thaw()
+                self.seconds = time.monotonic() - self._start
+            except VMBackupError as exc:
+                self.warn('thawing the guest\'s filesystems failed: %s; check the guest' % exc.msg)
+            finally:
+                self.agent.close()
+                self.agent = None
+        return False
+
+    def report(self):
+        return {'frozen': bool(self.frozen), 'filesystems': self.frozen,
+                'seconds': round(self.seconds, 4), 'reason': self.reason}

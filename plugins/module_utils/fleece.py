@@ -1,0 +1,260 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, vmbackup.qemu developers
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""The point-in-time view of a VM's disks: image fleecing.
+
+For each disk a copy-before-write (cbw) filter is put into the device's write
+path, with a fleece image on fast local storage as its target, and a
+snapshot-access node on top of the filter. Reading the snapshot-access node
+gives the disk as it was when the filter entered the write path; the guest
+only waits for the copy of old data into the fleece image, never for the
+backup target.
+
+Sequence and why each step is where it is (QEMU 7.1+; see docs/design.md):
+
+1. fleece images are created with exactly the disk's virtual size (a smaller
+   cbw target aborts QEMU on the first write past its end), then the fleece
+   and cbw nodes are added. A new cbw node has no parent yet: nothing changes.
+2. The vCPUs are stopped if the VM runs and more than one disk is switched
+   (the switch below is per device, so without a pause each disk would get
+   its own instant). A VM that is not running is left as it is.
+3. ``before_switch`` transaction: bitmaps that record writes *after* the
+   instant are created before the filters enter: a write that lands in both
+   the snapshot and the new bitmap is harmless, a write in neither is lost.
+4. ``qom-set <qdev> drive <cbw>`` for every disk: the instant.
+5. snapshot-access nodes, then the ``after_switch`` transaction: frozen copies
+   of the bitmaps that say what changed *before* the instant. Taken after the
+   switch they are a superset, which only copies a little more.
+6. The vCPUs run again, whatever failed.
+
+cbw is created with ``on-cbw-error: break-snapshot`` and ``cbw-timeout``: when
+the fleece image fails or stalls, the snapshot breaks (the backup fails with
+"Permission denied" on reads) and the guest's write goes on.
+
+Teardown reverses it: snapshot-access nodes (a cbw node with another parent
+keeps WRITE unshared, so the device cannot be switched back before), devices
+back to their original node (the cbw's ``file`` child), cbw nodes, fleece
+nodes, fleece files. Every step tolerates "already gone", so the same code
+cleans what a killed run left."""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import os
+import time
+
+from ansible_collections.vmbackup.qemu.plugins.module_utils.errors import (
+    QMPCommandError,
+    VMBackupError,
+)
+
+# Every node, job and export the collection creates starts with this, so a
+# later run can tell its own leftovers from anything else.
+NODE_PREFIX = 'vmb-'
+CBW_TIMEOUT = 45  # seconds; below the 60 s after which guests give up on a disk
+FLEECE_SUFFIX = '.fleece.raw'
+
+
+def node_name(run_id, role, index):
+    """Names stay within QEMU's 31 characters: 'vmb-' + 6 + '-' + role + index."""
+    return '%s%s-%s%d' % (NODE_PREFIX, run_id, role, index)
+
+
+def is_ours(name):
+    return bool(name) and name.startswith(NODE_PREFIX)
+
+
+def ignore_missing(call, *args, **kwargs):
+    """Run a teardown step; a thing that is already gone is success."""
+    try:
+        call(*args, **kwargs)
+        return True
+    except QMPCommandError as exc:
+        if exc.error_class in ('DeviceNotFound',) or 'not found' in (exc.desc or '').lower() \
+                or 'cannot find' in (exc.desc or '').lower():
+            return False
+        raise
+
+
+class VMPause(object):
+    """Stops the vCPUs of a running VM for as short as possible.
+
+    Only a VM in state 'running' is stopped (a VM in prelaunch or paused
+    stays so), and it is always resumed, whatever failed in between."""
+
+    def __init__(self, vm, wanted):
+        self.vm = vm
+        self.wanted = wanted
+        self.paused = False
+        self.seconds = 0.0
+
+    def __enter__(self):
+        if self.wanted and self.vm.status()['status'] == 'running':
+            self._start = time.monotonic()
+            self.vm.qmp.execute('stop')
+            self.paused = True
+        return self
+
+    def __exit__(self, exc_type, exc_value, tb):
+        if self.paused:
+            self.vm.qmp.execute('cont')
+            self.seconds = time.monotonic() - self._start
+        return False
+
+
+class FleeceView(object):
+    """The frozen view of ``disks`` (vm.Disk objects), one instant for all."""
+
+    def __init__(self, vm, disks, run_id, fleece_dir):
+        self.vm = vm
+        self.disks = list(disks)
+        self.run_id = run_id
+        self.fleece_dir = fleece_dir
+        self.snapshot_nodes = {}     # disk name -> snapshot-access node
+        self.pause_seconds = 0.0
+        self.paused = False
+        self._cbw = {}               # disk name -> (cbw node, original root node, qdev)
+        self._fleece = {}            # disk name -> (fleece node, file)
+        self._switched = set()       # disks whose device writes through our cbw
+
+    def fleece_file(self, index):
+        return os.path.join(self.fleece_dir, '%s%s-%d%s' % (NODE_PREFIX, self.run_id, index, FLEECE_SUFFIX))
+
+    def create(self, before_switch=(), after_switch=lambda snapshot_nodes: ()):
+        """Build the view. ``before_switch`` is a list of transaction actions;
+        ``after_switch`` gets {disk: snapshot node} and returns actions."""
+        vm = self.vm
+        vm.features.require('copy_before_write', 'fleecing')
+        vm.features.require('snapshot_access', 'fleecing')
+        vm.features.require('cbw_on_cbw_error', 'fleecing that never fails guest writes')
+        if not os.path.isdir(self.fleece_dir):
+            raise VMBackupError('fleece_dir %s does not exist: create it on fast local storage, '
+                                'or set fleecing: false' % self.fleece_dir)
+        for index, disk in enumerate(self.disks):
+            self._add_fleece(index, disk)
+        with VMPause(vm, wanted=len(self.disks) > 1) as pause:
+            vm.qmp.transaction(list(before_switch))
+            for disk in self.disks:
+                cbw, _original, qdev = self._cbw[disk.name]
+                vm.qmp.execute('qom-set', {'path': qdev, 'property': 'drive', 'value': cbw})
+                self._switched.add(disk.name)
+            for index, disk in enumerate(self.disks):
+                snap = node_name(self.run_id, 'snap', index)
+                vm.qmp.execute('blockdev-add', {'driver': 'snapshot-access', 'node-name': snap,
+                                                'file': self._cbw[disk.name][0], 'discard': 'unmap'})
+                self.snapshot_nodes[disk.name] = snap
+            vm.qmp.transaction(list(after_switch(dict(self.snapshot_nodes))))
+        self.paused = pause.paused
+        self.pause_seconds = pause.seconds
+        return dict(self.snapshot_nodes)
+
+    def _add_fleece(self, index, disk):
+        if not disk.qdev:
+            raise VMBackupError('disk %s is not attached to a guest device, so it cannot be fleeced; '
+                                'exclude it' % disk.name)
+        path = self.fleece_file(index)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.ftruncate(fd, disk.virtual_size)
+        finally:
+            os.close(fd)
+        fleece = node_name(self.run_id, 'fl', index)
+        self._fleece[disk.name] = (fleece, path)
+        self.vm.qmp.execute('blockdev-add', {
+            'driver': 'raw', 'node-name': fleece, 'discard': 'unmap',
+            'file': {'driver': 'file', 'filename': path, 'discard': 'unmap'}})
+        size = self.vm.named_nodes()[fleece]['image']['virtual-size']
+        if size != disk.virtual_size:
+            # A smaller cbw target makes QEMU abort on the first write past its end.
+            raise VMBackupError('fleece image %s has %d bytes, disk %s has %d: refusing to fleece'
+                                % (path, size, disk.name, disk.virtual_size))
+        cbw = node_name(self.run_id, 'cbw', index)
+        self.vm.qmp.execute('blockdev-add', {
+            'driver': 'copy-before-write', 'node-name': cbw, 'file': disk.root_node,
+            'target': fleece, 'on-cbw-error': 'break-snapshot', 'cbw-timeout': CBW_TIMEOUT})
+        self._cbw[disk.name] = (cbw, disk.root_node, disk.qdev)
+
+    def teardown(self):
+        """Remove everything create() made, in the only order QEMU allows."""
+        errors = []
+        for snap in list(self.snapshot_nodes.values()):
+            self._step(errors, ignore_missing, self.vm.qmp.execute, 'blockdev-del', {'node-name': snap})
+        self.snapshot_nodes = {}
+        for disk_name, (cbw, original, qdev) in list(self._cbw.items()):
+            if disk_name in self._switched:
+                self._step(errors, self.vm.qmp.execute, 'qom-set',
+                           {'path': qdev, 'property': 'drive', 'value': original})
+            self._step(errors, ignore_missing, self.vm.qmp.execute, 'blockdev-del', {'node-name': cbw})
+        self._cbw = {}
+        self._switched = set()
+        for fleece, path in list(self._fleece.values()):
+            self._step(errors, ignore_missing, self.vm.qmp.execute, 'blockdev-del', {'node-name': fleece})
+            if os.path.exists(path):
+                os.unlink(path)
+        self._fleece = {}
+        if errors:
+            raise VMBackupError('could not remove every fleecing node: %s; run again to clean up'
+                                % '; '.join(errors))
+
+    @staticmethod
+    def _step(errors, call, *args):
+        try:
+            call(*args)
+        except VMBackupError as exc:
+            errors.append(exc.msg)
+
+
+def remove_leftovers(vm, fleece_dir=None, job_timeout=60):
+    """Remove every job, export, node and fleece file a killed run of ours left.
+
+    Returns a list of what was removed, in words."""
+    removed = []
+    qmp = vm.qmp
+    jobs = dict((job_id, job) for job_id, job in qmp.query_jobs().items() if is_ours(job_id))
+    for job_id, job in jobs.items():
+        if job['status'] not in ('concluded', 'null'):
+            ignore_missing(qmp.execute, 'job-cancel', {'id': job_id})
+    if jobs:
+        qmp.wait_jobs(jobs, settled_states=('concluded', 'null'), timeout=job_timeout)
+        for job_id in jobs:
+            ignore_missing(qmp.execute, 'job-dismiss', {'id': job_id})
+            removed.append('job %s' % job_id)
+    if vm.features.has('block_export_add'):
+        for export in qmp.execute('query-block-exports'):
+            if is_ours(export.get('id')):
+                ignore_missing(qmp.execute, 'block-export-del', {'id': export['id'], 'mode': 'hard'})
+                removed.append('export %s' % export['id'])
+    nodes = vm.named_nodes()
+    ours = [name for name in nodes if is_ours(name)]
+
+    def delete(names):
+        for name in names:
+            if ignore_missing(qmp.execute, 'blockdev-del', {'node-name': name}):
+                removed.append('node %s' % name)
+
+    # Order: readers of the filters, then the filters (after switching the
+    # devices back to the node below them), then fleece images and targets.
+    delete([n for n in ours if nodes[n].get('drv') == 'snapshot-access'])
+    for info in qmp.execute('query-block'):
+        root = (info.get('inserted') or {}).get('node-name')
+        if is_ours(root) and info.get('qdev'):
+            original = vm.child_node(nodes, root, 'file')
+            qmp.execute('qom-set', {'path': info['qdev'], 'property': 'drive', 'value': original})
+            removed.append('device %s switched back to %s' % (info['qdev'], original))
+    delete([n for n in ours if nodes[n].get('drv') == 'copy-before-write'])
+    remaining = [n for n in ours if nodes[n].get('drv') not in ('snapshot-access', 'copy-before-write')]
+    # Format nodes before the protocol nodes they sit on.
+    delete([n for n in remaining if nodes[n].get('drv') != 'file'])
+    delete([n for n in remaining if nodes[n].get('drv') == 'file'])
+    for name in ours:
+        filename = nodes[name].get('file', '')
+        if filename.endswith(FLEECE_SUFFIX) and os.path.exists(filename):
+            os.unlink(filename)
+            removed.append('file %s' % filename)
+    if fleece_dir and os.path.isdir(fleece_dir):
+        for entry in os.listdir(fleece_dir):
+            if entry.startswith(NODE_PREFIX) and entry.endswith(FLEECE_SUFFIX):
+                os.unlink(os.path.join(fleece_dir, entry))
+                removed.append('file %s' % os.path.join(fleece_dir, entry))
+    return removed

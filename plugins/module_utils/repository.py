@@ -1,0 +1,283 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, vmbackup.qemu developers
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""The backup repository on disk.
+
+    TARGET_DIR/VM/repository.json       {format, id, vm, created}
+    TARGET_DIR/VM/.lock                 one backup run per VM repository at a time
+    TARGET_DIR/VM/CHAIN/                a chain: its full and what builds on it
+    TARGET_DIR/VM/CHAIN/ID.DISK.qcow2   one image per disk; an incremental's backing
+                                        file is its parent's image, by relative path
+    TARGET_DIR/VM/CHAIN/ID.json         the manifest, written last: a backup exists
+                                        once its manifest does
+    TARGET_DIR/VM/CHAIN/.ID.DISK.qcow2.partial   an image being written
+
+Directories are 0700 and files 0600: backups hold whole disks."""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import binascii
+import errno
+import fcntl
+import json
+import os
+import re
+import time
+
+from ansible_collections.vmbackup.qemu.plugins.module_utils.errors import VMBackupError
+
+FORMAT_VERSION = 1
+MANIFEST_SUFFIX = '.json'
+PARTIAL_SUFFIX = '.partial'
+_SAFE_NAME = re.compile(r'[^A-Za-z0-9._-]')
+_BACKUP_ID = re.compile(r'^\d{8}T\d{6}Z-[0-9a-f]{4}$')
+
+
+class RepositoryError(VMBackupError):
+    """The repository cannot be used as asked."""
+
+
+def safe_component(name):
+    """A disk or VM name made safe for a file name (e.g. '#block123' -> '_block123')."""
+    return _SAFE_NAME.sub('_', name)
+
+
+def new_backup_id(now=None):
+    stamp = time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(now if now is not None else time.time()))
+    return '%s-%s' % (stamp, binascii.hexlify(os.urandom(2)).decode('ascii'))
+
+
+def _fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_json_atomically(path, data):
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
+    tmp = '%s.%d.tmp' % (path, os.getpid())
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, 'w') as handle:
+            json.dump(data, handle, indent=2, sort_keys=True)
+            handle.write('\n')
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.rename(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(os.path.dirname(path))
+
+
+class Backup(object):
+    """One completed backup, as its manifest describes it."""
+
+    def __init__(self, chain_dir, manifest):
+        self.chain_dir = chain_dir
+        self.manifest = manifest
+        self.id = manifest['id']
+        self.level = manifest['level']
+        self.time = manifest['time']
+        self.parent = manifest.get('parent')
+        self.chain = manifest['chain']
+        self.disks = dict((d['disk'], d) for d in manifest['disks'])
+
+    def image(self, disk):
+        return os.path.join(self.chain_dir, self.disks[disk]['file'])
+
+
+class Chain(object):
+    """A full backup and the backups that build on it, oldest first."""
+
+    def __init__(self, chain_id, path, backups):
+        self.id = chain_id
+        self.path = path
+        self.backups = sorted(backups, key=lambda b: (b.time, b.id))
+
+    @property
+    def last(self):
+        return self.backups[-1] if self.backups else None
+
+    @property
+    def full(self):
+        return self.backups[0] if self.backups and self.backups[0].level == 'full' else None
+
+    def backup(self, backup_id):
+        for backup in self.backups:
+            if backup.id == backup_id:
+                return backup
+        return None
+
+
+class VMRepository(object):
+    """The part of a repository that holds one VM's backups."""
+
+    def __init__(self, target_dir, vm_name):
+        if not vm_name or vm_name in ('.', '..') or '/' in vm_name or vm_name.startswith('.'):
+            raise RepositoryError('vm_name %r cannot name a directory: use letters, digits, '
+                                  'dots, dashes and underscores' % (vm_name,))
+        self.target_dir = target_dir
+        self.vm_name = vm_name
+        self.root = os.path.join(target_dir, vm_name)
+        self._lock_fd = None
+        self._info = None
+
+    # -- identity and locking ---------------------------------------------------
+
+    @property
+    def info_path(self):
+        return os.path.join(self.root, 'repository.json')
+
+    def exists(self):
+        return os.path.exists(self.info_path)
+
+    def info(self):
+        if self._info is None and self.exists():
+            try:
+                with open(self.info_path) as handle:
+                    self._info = json.load(handle)
+            except (IOError, ValueError) as exc:
+                raise RepositoryError('cannot read %s (%s): the repository is damaged; move it '
+                                      'aside to start a new one' % (self.info_path, exc))
+            if self._info.get('format') != FORMAT_VERSION:
+                raise RepositoryError('%s has format %r, this collection writes format %d: use a '
+                                      'matching version of vmbackup.qemu' % (
+                                          self.info_path, self._info.get('format'), FORMAT_VERSION))
+        return self._info
+
+    @property
+    def repository_id(self):
+        info = self.info()
+        return info['id'] if info else None
+
+    def ensure(self):
+        """Create the VM's directory and identity if they do not exist yet."""
+        if not os.path.isdir(self.target_dir):
+            raise RepositoryError('target_dir %s does not exist: create it, or mount the backup '
+                                  'storage there (it is not created, so that a missing mount is '
+                                  'not silently filled on the local disk)' % self.target_dir)
+        if not os.path.isdir(self.root):
+            os.mkdir(self.root, 0o700)
+        if not self.exists():
+            write_json_atomically(self.info_path, {
+                'format': FORMAT_VERSION,
+                'id': binascii.hexlify(os.urandom(8)).decode('ascii'),
+                'vm': self.vm_name,
+                'created': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
+            })
+            self._info = None
+        return self.info()
+
+    def lock(self):
+        """Take the repository's lock for this process (released by unlock/exit)."""
+        path = os.path.join(self.root, '.lock')
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except (IOError, OSError) as exc:
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                raise RepositoryError('another backup of VM %s into %s is running: wait for it to '
+                                      'end' % (self.vm_name, self.target_dir))
+            raise
+        self._lock_fd = fd
+
+    def unlock(self):
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # -- chains -------------------------------------------------------------
+
+    def chains(self):
+        """Every chain with at least one complete backup, oldest first."""
+        if not os.path.isdir(self.root):
+            return []
+        chains = []
+        for name in sorted(os.listdir(self.root)):
+            path = os.path.join(self.root, name)
+            if name.startswith('.') or not os.path.isdir(path):
+                continue
+            backups = []
+            for entry in sorted(os.listdir(path)):
+                if not entry.endswith(MANIFEST_SUFFIX) or entry.startswith('.'):
+                    continue
+                try:
+                    with open(os.path.join(path, entry)) as handle:
+                        backups.append(Backup(path, json.load(handle)))
+                except (IOError, ValueError, KeyError):
+                    continue  # reported by qemu_backup_info's verify; not a base for new backups
+            if backups:
+                chains.append(Chain(name, path, backups))
+        return sorted(chains, key=lambda c: (c.backups[0].time, c.id))
+
+    def latest_chain(self):
+        chains = self.chains()
+        return chains[-1] if chains else None
+
+    def chain_dir(self, chain_id, create=False):
+        path = os.path.join(self.root, chain_id)
+        if create and not os.path.isdir(path):
+            os.mkdir(path, 0o700)
+        return path
+
+    @staticmethod
+    def image_name(backup_id, disk):
+        return '%s.%s.qcow2' % (backup_id, safe_component(disk))
+
+    def partial_image(self, chain_id, backup_id, disk):
+        return os.path.join(self.chain_dir(chain_id), '.' + self.image_name(backup_id, disk) + PARTIAL_SUFFIX)
+
+    def final_image(self, chain_id, backup_id, disk):
+        return os.path.join(self.chain_dir(chain_id), self.image_name(backup_id, disk))
+
+    def publish(self, manifest):
+        """Make a backup visible: partial images get their final names, then
+        the manifest is written. Until the manifest exists, nothing trusts them."""
+        chain_dir = self.chain_dir(manifest['chain'])
+        for disk in manifest['disks']:
+            partial = self.partial_image(manifest['chain'], manifest['id'], disk['disk'])
+            final = os.path.join(chain_dir, disk['file'])
+            with open(partial, 'rb') as handle:
+                os.fsync(handle.fileno())
+            os.rename(partial, final)
+        _fsync_dir(chain_dir)
+        write_json_atomically(os.path.join(chain_dir, manifest['id'] + MANIFEST_SUFFIX), manifest)
+
+    def remove_unpublished(self):
+        """Delete what runs that did not finish left: partial and temporary
+        files, images no manifest names, chain directories left empty.
+        Returns the paths removed."""
+        removed = []
+        if not os.path.isdir(self.root):
+            return removed
+        for name in os.listdir(self.root):
+            path = os.path.join(self.root, name)
+            if name.startswith('.') or not os.path.isdir(path):
+                continue
+            entries = os.listdir(path)
+            named = set()
+            for entry in entries:
+                if entry.endswith(MANIFEST_SUFFIX) and not entry.startswith('.'):
+                    try:
+                        with open(os.path.join(path, entry)) as handle:
+                            named.update(d['file'] for d in json.load(handle)['disks'])
+                    except (IOError, ValueError, KeyError, TypeError):
+                        named.update(e for e in entries if e.startswith(entry[:-len(MANIFEST_SUFFIX)] + '.'))
+            for entry in entries:
+                full = os.path.join(path, entry)
+                ours = entry.endswith(PARTIAL_SUFFIX) or entry.endswith('.tmp') or (
+                    entry.endswith('.qcow2') and _BACKUP_ID.match(entry.split('.', 1)[0]) and entry not in named)
+                if ours and os.path.isfile(full):
+                    os.unlink(full)
+                    removed.append(full)
+            if not os.listdir(path):
+                os.rmdir(path)
+                removed.append(path)
+        return removed

@@ -1,0 +1,275 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, vmbackup.qemu developers
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: qemu_blockdev_backup
+short_description: Push backups of a running QEMU VM into a repository
+version_added: 0.1.0
+description:
+  - Backs up the disks of a running QEMU virtual machine, over QMP, into a repository directory. QEMU copies the data
+    itself (C(blockdev-backup)); nothing passes through Ansible.
+  - Full, incremental (changes since the last backup) and differential (changes since the chain's full) backups form
+    chains of qcow2 images. An incremental's backing file is its predecessor, by a relative path, so C(qemu-img) reads
+    any point directly and the repository can be moved.
+  - All disks of the VM are backed up at one instant, even while the guest writes to several of them.
+  - Every guest write lands in exactly the first backup taken after it. A backup that fails, or a run that is killed,
+    loses nothing; the next run cleans what a killed run left behind in QEMU and in the repository.
+  - With fleecing (the default where QEMU supports it), the guest never waits for the backup target. Its writes only
+    wait for old data to be copied into a fleece image on fast local storage (O(fleece_dir)). If that fails or fills
+    up, the backup fails and the guest's writes go on.
+  - Dirty bitmaps are kept per repository, so backups of one VM into two repositories never take each other's
+    changes.
+author:
+  - vmbackup.qemu developers (@vmbackup-qemu)
+extends_documentation_fragment:
+  - vmbackup.qemu.qmp
+attributes:
+  check_mode:
+    description: Reports the level it would take and the bytes it would copy (from the dirty bitmaps); writes nothing.
+    support: full
+  diff_mode:
+    description: Not applicable.
+    support: none
+options:
+  target_dir:
+    description:
+      - The repository root. Each VM gets a directory below it.
+      - Must exist; it is not created, so that a missing mount is noticed and not filled on the local disk.
+    type: path
+    required: true
+  vm_name:
+    description:
+      - Name of the VM's directory in the repository.
+      - Default is the VM's QEMU C(-name).
+    type: str
+  level:
+    description:
+      - V(full) starts a new chain.
+      - V(incremental) copies what changed since the chain's last backup.
+      - V(differential) copies what changed since the chain's full backup.
+      - V(copy) is a full backup outside the chains: it starts no chain and does not affect the next incremental.
+      - V(auto) takes an incremental when the chain can be trusted, else a full, and says why in RV(reason).
+      - An explicit V(incremental) or V(differential) whose chain cannot be trusted (dirty bitmap missing or
+        inconsistent, disk resized, disks changed, chain files missing) fails and says that a full backup is needed.
+    type: str
+    choices: [full, incremental, differential, copy, auto]
+    default: auto
+  disks:
+    description:
+      - Disks to back up, named by guest device id, C(-drive) id or format node-name.
+      - Default is every disk that can be backed up; disks without a medium, read-only disks and disks without a
+        guest device are left out and listed in RV(skipped_disks).
+    type: list
+    elements: str
+  exclude_disks:
+    description:
+      - Disks not to back up.
+    type: list
+    elements: str
+  fleecing:
+    description:
+      - Back up from a frozen point-in-time view (copy-before-write into a fleece image and C(snapshot-access)), so
+        that a slow or failing target never slows or fails the guest's writes.
+      - Default is true where the running QEMU can do it (QEMU 7.1 or newer); otherwise the backup runs without it
+        and warns.
+      - With several disks on a running VM, the vCPUs are stopped for the few milliseconds it takes to put every
+        disk's filter in place (RV(pause_seconds)); a VM that is not running is not touched.
+    type: bool
+  fleece_dir:
+    description:
+      - Directory for the temporary fleece images, on fast local storage (not the backup target). They are sparse and
+        grow only by the data the guest overwrites during the backup. Removed afterwards.
+    type: path
+    default: /var/tmp
+  speed:
+    description:
+      - Limit of the background copy in bytes per second (0 for no limit).
+    type: int
+    default: 0
+  compress:
+    description:
+      - Write compressed qcow2 clusters.
+    type: bool
+    default: false
+  guest_agent_socket:
+    description:
+      - Path of the UNIX socket of the VM's guest agent (C(qemu-ga)), to freeze the guest's filesystems at the
+        backup's instant for a filesystem-consistent backup.
+    type: path
+  freeze:
+    description:
+      - V(auto) freezes when O(guest_agent_socket) is given and the agent answers, and otherwise backs up
+        crash-consistent with a warning.
+      - V(required) fails when the guest cannot be frozen.
+      - V(off) never freezes.
+      - Filesystems are frozen just before the instant and thawed right after it, whatever fails.
+    type: str
+    choices: [auto, required, 'off']
+    default: auto
+  job_timeout:
+    description:
+      - Seconds the backup jobs may take. Past that they are cancelled and the backup fails. Default is no limit.
+    type: int
+notes:
+  - Dirty bitmaps live in the qcow2 images of the VM's disks. After QEMU is killed they are inconsistent, and the
+    next backup is a full one (with O(level=auto)). Disks whose format cannot store bitmaps (raw) get a bitmap that
+    lasts while QEMU runs.
+  - Only one backup of a VM into a repository runs at a time.
+seealso:
+  - module: vmbackup.qemu.qemu_bitmap
+'''
+
+EXAMPLES = r'''
+- name: Nightly backup of web1 (incremental when possible)
+  vmbackup.qemu.qemu_blockdev_backup:
+    socket: /run/qemu/web1.qmp
+    target_dir: /backup
+
+- name: Weekly full backup, filesystem-consistent
+  vmbackup.qemu.qemu_blockdev_backup:
+    socket: /run/qemu/web1.qmp
+    target_dir: /backup
+    level: full
+    guest_agent_socket: /run/qemu/web1.qga
+    freeze: required
+
+- name: What would tonight's backup copy?
+  vmbackup.qemu.qemu_blockdev_backup:
+    socket: /run/qemu/web1.qmp
+    target_dir: /backup
+  check_mode: true
+  register: plan
+
+- name: Back up only the system disk, at 100 MB/s at most
+  vmbackup.qemu.qemu_blockdev_backup:
+    socket: /run/qemu/web1.qmp
+    target_dir: /backup
+    disks: [vda]
+    speed: 100000000
+'''
+
+RETURN = r'''
+backup_id:
+  description: Id of the backup (one for all disks of this run).
+  returned: changed
+  type: str
+  sample: 20261122T010203Z-3f9a
+level:
+  description: The level taken (or, in check mode, that would be taken).
+  returned: success
+  type: str
+  sample: incremental
+reason:
+  description: Why this level, for example why O(level=auto) took a full backup.
+  returned: success
+  type: str
+  sample: a new full backup, because the repository has no full backup of this VM yet
+chain:
+  description: Id of the chain the backup belongs to (the id of its full backup).
+  returned: changed
+  type: str
+parent:
+  description: Id of the backup this one builds on (null for a full backup or a copy).
+  returned: changed
+  type: str
+vm:
+  description: Name of the VM's directory in the repository.
+  returned: success
+  type: str
+disks:
+  description: One item per disk backed up.
+  returned: success
+  type: list
+  elements: dict
+  contains:
+    disk:
+      description: The disk's name.
+      type: str
+    node:
+      description: The disk's format node.
+      type: str
+    file:
+      description: The backup image.
+      type: str
+      returned: changed
+    bytes_written:
+      description: Bytes the backup job copied.
+      type: int
+      returned: changed
+    duration:
+      description: Seconds the disk's backup job took.
+      type: float
+      returned: changed
+bytes_estimated:
+  description: In check mode, the bytes the backup would copy (dirty bytes for incrementals).
+  returned: check mode
+  type: int
+frozen:
+  description: Whether the guest's filesystems were frozen at the instant, how many, for how long, or why not.
+  returned: changed
+  type: dict
+  sample: {frozen: false, filesystems: 0, seconds: 0.0, reason: no guest_agent_socket given}
+fleecing:
+  description: Whether the backup was taken from a fleeced point-in-time view.
+  returned: changed
+  type: bool
+pause_seconds:
+  description: Seconds the vCPUs were stopped to give every disk the same instant (0 when not needed).
+  returned: changed
+  type: float
+skipped_disks:
+  description: Disks not backed up, and why.
+  returned: success
+  type: list
+  elements: dict
+cleaned:
+  description: What an earlier, interrupted run had left behind and this run removed.
+  returned: success
+  type: list
+  elements: str
+duration:
+  description: Seconds the whole backup took.
+  returned: changed
+  type: float
+'''
+
+from ansible_collections.vmbackup.qemu.plugins.module_utils.backup import BackupRun, LEVELS
+from ansible_collections.vmbackup.qemu.plugins.module_utils.module import QMPModule
+
+
+def main():
+    qmp_module = QMPModule(
+        argument_spec=dict(
+            target_dir=dict(type='path', required=True),
+            vm_name=dict(type='str'),
+            level=dict(type='str', default='auto', choices=list(LEVELS)),
+            disks=dict(type='list', elements='str'),
+            exclude_disks=dict(type='list', elements='str'),
+            fleecing=dict(type='bool'),
+            fleece_dir=dict(type='path', default='/var/tmp'),
+            speed=dict(type='int', default=0),
+            compress=dict(type='bool', default=False),
+            guest_agent_socket=dict(type='path'),
+            freeze=dict(type='str', default='auto', choices=['auto', 'required', 'off']),
+            job_timeout=dict(type='int'),
+        ),
+    )
+    if qmp_module.params['speed'] < 0:
+        qmp_module.fail('speed must be 0 (no limit) or a positive number of bytes per second')
+
+    def work(vm):
+        run = BackupRun(vm, qmp_module.params, warn=qmp_module.module.warn,
+                        check_mode=qmp_module.check_mode)
+        return run.run()
+
+    qmp_module.run(work)
+
+
+if __name__ == '__main__':
+    main()

@@ -434,6 +434,11 @@ class BackupRun(object):
         for path in partials:
             if os.path.exists(path):
                 os.unlink(path)
+        if partials:
+            try:
+                os.rmdir(os.path.dirname(partials[0]))   # only if this run made it and it is empty
+            except OSError:
+                pass
         if isinstance(exc, VMBackupError):
             note = ' Nothing of this run was kept; the next backup includes every change since %s.' % (
                 'backup %s' % parent.id if parent else 'the last good backup')

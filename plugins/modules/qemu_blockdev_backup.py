@@ -53,7 +53,7 @@ options:
       - V(full) starts a new chain.
       - V(incremental) copies what changed since the chain's last backup.
       - V(differential) copies what changed since the chain's full backup.
-      - V(copy) is a full backup outside the chains: it starts no chain and does not affect the next incremental.
+      - V(copy) is a full backup outside the chains. It starts no chain and does not affect the next incremental.
       - V(auto) takes an incremental when the chain can be trusted, else a full, and says why in RV(reason).
       - An explicit V(incremental) or V(differential) whose chain cannot be trusted (dirty bitmap missing or
         inconsistent, disk resized, disks changed, chain files missing) fails and says that a full backup is needed.

@@ -10,8 +10,10 @@ __metaclass__ = type
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 from harness.collection import collections_path
 
@@ -66,6 +68,39 @@ class AnsibleRunner(object):
         result['_output'] = output
         result['_rc'] = proc.returncode
         return result
+
+    @staticmethod
+    def module_pids(name):
+        """Pids of running module processes of vmbackup.qemu.NAME.
+
+        ansible runs a module in a session of its own, so killing the
+        ansible process group does not reach it."""
+        pids = []
+        for entry in os.listdir('/proc'):
+            if not entry.isdigit():
+                continue
+            try:
+                with open('/proc/%s/cmdline' % entry, 'rb') as handle:
+                    cmdline = handle.read()
+            except IOError:
+                continue
+            if b'AnsiballZ_%s.py' % name.encode() in cmdline:
+                pids.append(int(entry))
+        return pids
+
+    def kill_module(self, proc, name, sig=signal.SIGKILL):
+        """SIGKILL a spawned module mid-run, as a crash or an OOM kill would."""
+        deadline = time.monotonic() + 30
+        while not self.module_pids(name):
+            assert time.monotonic() < deadline and proc.poll() is None, 'module %s never ran' % name
+            time.sleep(0.01)
+        for pid in self.module_pids(name):
+            os.kill(pid, sig)
+        while self.module_pids(name):
+            assert time.monotonic() < deadline, 'module %s survived the signal' % name
+            time.sleep(0.01)
+        proc.kill()
+        proc.communicate()
 
     def module(self, name, args, check=False, diff=False, timeout=600):
         """Run module vmbackup.qemu.NAME with ``args`` (a dict); return its result."""

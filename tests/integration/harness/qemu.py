@@ -19,6 +19,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 
 from qemu.qmp.legacy import QEMUMonitorProtocol
@@ -145,6 +146,7 @@ class TestVM(object):
         self.process = None
         self._monitors = {}
         self._log_offset = 0
+        self._log_lock = threading.Lock()
         for disk in disks:
             if disk.media:
                 self.qemu.create_image(self.image(disk.name), disk.size, disk.fmt, disk.image_options)
@@ -261,6 +263,7 @@ class TestVM(object):
 
     def _reap(self):
         self._close_monitors()
+        self.__dict__.pop('_qdev_cache', None)
         code = self.process.returncode if self.process else None
         self.process = None
         if getattr(self, '_log', None):
@@ -297,7 +300,12 @@ class TestVM(object):
         raise KeyError(disk)
 
     def qdev(self, disk):
-        return self.block_info(disk)['qdev']
+        # Cached: a qdev path never changes while QEMU runs, and writers on
+        # other monitors should not share monitor 0 for the lookup.
+        cache = self.__dict__.setdefault('_qdev_cache', {})
+        if disk not in cache:
+            cache[disk] = self.block_info(disk)['qdev']
+        return cache[disk]
 
     def guest_io(self, disk, io_command, monitor=0):
         """Run one qemu-io command through the guest device of ``disk``.
@@ -305,7 +313,7 @@ class TestVM(object):
         qemu-io prints its errors to QEMU's log, not into the HMP reply, so
         the log is checked after each command."""
         self.hmp('qemu-io -d %s "%s"' % (self.qdev(disk), io_command), monitor=monitor)
-        with open(self.log_path, 'rb') as log:
+        with self._log_lock, open(self.log_path, 'rb') as log:
             log.seek(self._log_offset)
             new = log.read().decode('utf-8', 'replace')
             self._log_offset = log.tell()

@@ -24,9 +24,9 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
-import subprocess
 import time
 
+from ansible_collections.vmbackup.qemu.plugins.module_utils import qemu_img
 from ansible_collections.vmbackup.qemu.plugins.module_utils.errors import (
     QMPDisconnectedError,
     VMBackupError,
@@ -236,7 +236,7 @@ class BackupRun(object):
             for index, disk in enumerate(disks):
                 partial = repo.partial_image(chain_id, backup_id, disk.name)
                 backing = os.path.basename(parent.image(disk.name)) if parent else None
-                self._create_image(partial, disk.virtual_size, backing)
+                qemu_img.create_qcow2(partial, disk.virtual_size, backing)
                 partials.append(partial)
                 targets[disk.name] = node_name(self.run_id, 'tgt', index)
                 vm.qmp.execute('blockdev-add', {
@@ -349,23 +349,6 @@ class BackupRun(object):
                           '7.1+): backing up without fleecing, so a slow target slows guest writes')
             return able
         return wanted
-
-    @staticmethod
-    def _create_image(path, size, backing):
-        args = ['qemu-img', 'create', '-q', '-f', 'qcow2', '-o', 'cluster_size=65536']
-        if backing:
-            # Relative to the image's own directory: the repository can move.
-            args += ['-b', backing, '-F', 'qcow2', '-u']
-        old_umask = os.umask(0o077)
-        try:
-            proc = subprocess.run(args + [path, str(size)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                  universal_newlines=True, check=False)
-        except OSError as exc:
-            raise BackupError('cannot run qemu-img (%s): install qemu-utils on the hypervisor' % exc)
-        finally:
-            os.umask(old_umask)
-        if proc.returncode != 0:
-            raise BackupError('qemu-img could not create %s: %s' % (path, proc.stdout.strip()))
 
     def _wait(self, jobs):
         """Wait for the push jobs, finalize them together, report per disk."""

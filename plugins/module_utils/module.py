@@ -2,9 +2,9 @@
 # Copyright: (c) 2026, vmbackup.qemu developers
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""What every module that talks to a VM shares: the `socket`/`timeout`
-options (documented in the `vmbackup.qemu.qmp` doc fragment), the guarded
-qemu.qmp import, one connection per run, and failures as clean `msg`s."""
+"""What the modules share: failures as clean `msg`s, and for those that talk
+to a VM the `socket`/`timeout` options (documented in the `vmbackup.qemu.qmp`
+doc fragment), the guarded qemu.qmp import and one connection per run."""
 
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
@@ -52,13 +52,21 @@ class QMPModule(object):
 
     def run(self, work):
         """Connect, call ``work(vm)`` and exit with the dict it returns."""
-        try:
+        def connected():
             with QMPConnection(self.params['socket'], self.params['timeout']) as connection:
-                result = work(VM(connection))
-        except VMBackupError as exc:
-            self.fail(exc.msg, **exc.details)
-        except Exception as exc:  # pylint: disable=broad-except
-            # A bug of ours must still end in a readable failure, not "MODULE FAILURE".
-            self.fail('internal error in vmbackup.qemu (%s: %s); please report it with the '
-                      'exception text' % (type(exc).__name__, exc), exception=traceback.format_exc())
-        self.module.exit_json(**result)
+                return work(VM(connection))
+        run_guarded(self.module, connected)
+
+
+def run_guarded(module, work):
+    """Call ``work()`` and exit with the dict it returns; every failure ends
+    in a clean `msg`, never a traceback."""
+    try:
+        result = work()
+    except VMBackupError as exc:
+        module.fail_json(msg=exc.msg, **exc.details)
+    except Exception as exc:  # pylint: disable=broad-except
+        # A bug of ours must still end in a readable failure, not "MODULE FAILURE".
+        module.fail_json(msg='internal error in vmbackup.qemu (%s: %s); please report it with the '
+                         'exception text' % (type(exc).__name__, exc), exception=traceback.format_exc())
+    module.exit_json(**result)

@@ -106,9 +106,9 @@ class AnsibleRunner(object):
         """Run module vmbackup.qemu.NAME with ``args`` (a dict); return its result."""
         return self.collect(self.spawn(name, args, check=check, diff=diff), timeout=timeout)
 
-    def ok(self, name, args, **kwargs):
+    def ok(self, name, args, diff=False, **kwargs):
         """Run a module that must succeed."""
-        result = self.module(name, args, **kwargs)
+        result = self.module(name, args, diff=diff, **kwargs)
         assert not result.get('failed'), 'module %s failed: %s' % (name, result.get('msg', result))
         return result
 

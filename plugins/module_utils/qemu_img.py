@@ -1,0 +1,83 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, vmbackup.qemu developers
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""The collection's one way to run qemu-img (from QEMU's tools, on PATH)."""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import json
+import os
+import subprocess
+
+from ansible_collections.vmbackup.qemu.plugins.module_utils.errors import VMBackupError
+
+QEMU_IMG = 'qemu-img'
+
+# qemu-img check exit codes
+CHECK_OK, CHECK_CORRUPT, CHECK_LEAKS = 0, 2, 3
+
+
+class QemuImgError(VMBackupError):
+    """qemu-img failed or is missing."""
+
+
+def run(args, check=True, umask=None):
+    """Run ``qemu-img ARGS``; return (returncode, combined output)."""
+    old_umask = os.umask(umask) if umask is not None else None
+    try:
+        proc = subprocess.run([QEMU_IMG] + list(args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              universal_newlines=True, check=False)
+    except OSError as exc:
+        raise QemuImgError('cannot run %s (%s): install QEMU\'s tools (Debian: qemu-utils)' % (QEMU_IMG, exc))
+    finally:
+        if old_umask is not None:
+            os.umask(old_umask)
+    if check and proc.returncode != 0:
+        raise QemuImgError('qemu-img %s failed: %s' % (args[0], proc.stdout.strip()))
+    return proc.returncode, proc.stdout
+
+
+def create_qcow2(path, size, backing=None):
+    """A qcow2 image readable by its owner only; ``backing`` relative to its directory."""
+    args = ['create', '-q', '-f', 'qcow2', '-o', 'cluster_size=65536']
+    if backing:
+        # -u: the parent need not be opened to create the child.
+        args += ['-b', backing, '-F', 'qcow2', '-u']
+    run(args + [path, str(size)], umask=0o077)
+
+
+def info(path, backing_chain=False):
+    args = ['info', '--output=json', '-U']
+    if backing_chain:
+        args.append('--backing-chain')
+    output = run(args + [path])[1]
+    return json.loads(output)
+
+
+def check(path):
+    """Return (returncode, output) of ``qemu-img check`` (read-only)."""
+    return run(['check', '-U', '--output=human', path], check=False)
+
+
+def compare(first, second, first_format=None, second_format=None):
+    """True when the guest-visible content is the same (read-only)."""
+    args = ['compare', '-U']
+    if first_format:
+        args += ['-f', first_format]
+    if second_format:
+        args += ['-F', second_format]
+    code, output = run(args + [first, second], check=False)
+    if code not in (0, 1):
+        raise QemuImgError('qemu-img compare of %s and %s failed: %s' % (first, second, output.strip()))
+    return code == 0
+
+
+def convert(source, dest, dest_format):
+    """Copy the guest-visible content of ``source`` (through its backing chain)
+    into a new sparse image ``dest``."""
+    args = ['convert', '-q', '-f', 'qcow2', '-O', dest_format, '-m', '8', '-W']
+    if dest_format == 'qcow2':
+        args += ['-o', 'cluster_size=65536']
+    run(args + [source, dest], umask=0o077)

@@ -1,0 +1,145 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, vmbackup.qemu developers
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Point-in-time restores from a repository. The repository is only read."""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import os
+
+from ansible_collections.vmbackup.qemu.plugins.module_utils import qemu_img
+from ansible_collections.vmbackup.qemu.plugins.module_utils.catalog import ancestry, newest, open_vm
+from ansible_collections.vmbackup.qemu.plugins.module_utils.errors import VMBackupError
+
+
+class RestoreError(VMBackupError):
+    """A restore cannot be done as asked."""
+
+
+def find_backup(repo, backup_id=None):
+    """(chain, backup) for ``backup_id``, or the newest backup."""
+    chains = repo.chains()
+    if backup_id is None:
+        backup = newest(repo)
+        if backup is None:
+            raise RestoreError('the repository holds no complete backup of %s' % repo.vm_name)
+        backup_id = backup.id
+    for chain in chains:
+        backup = chain.backup(backup_id)
+        if backup is not None:
+            return chain, backup
+    known = [b.id for c in chains for b in c.backups]
+    raise RestoreError('%s has no backup %s; its backups are: %s' % (
+        repo.vm_name, backup_id, ', '.join(known) or 'none'), backups=known)
+
+
+def check_chain(chain, backup, disk):
+    """The images a restore of ``disk`` reads, full first; each must be whole."""
+    files = []
+    for link in ancestry(chain, backup):
+        path = link.image(disk)
+        if not os.path.isfile(path):
+            raise RestoreError('cannot restore %s of backup %s: the chain is broken, %s (backup %s) is '
+                               'missing' % (disk, backup.id, path, link.id), missing=path)
+        code, output = qemu_img.check(path)
+        if code not in (qemu_img.CHECK_OK, qemu_img.CHECK_LEAKS):
+            raise RestoreError('cannot restore %s of backup %s: %s (backup %s) is damaged: %s' % (
+                disk, backup.id, path, link.id, ' '.join(output.split())[:300]), damaged=path)
+        files.append(path)
+    return files
+
+
+def existing_format(path):
+    return qemu_img.info(path).get('format')
+
+
+class DiskRestore(object):
+    """One disk of one backup into one destination file."""
+
+    def __init__(self, chain, backup, disk, dest, dest_format):
+        self.backup = backup
+        self.disk = disk
+        self.dest = dest
+        self.format = dest_format
+        self.files = check_chain(chain, backup, disk)
+        self.source = self.files[-1]
+
+    def already_there(self):
+        """True when ``dest`` holds exactly this point, in the asked format."""
+        if not os.path.exists(self.dest):
+            return False
+        if existing_format(self.dest) != self.format:
+            return False
+        return qemu_img.compare(self.dest, self.source, self.format, 'qcow2')
+
+    def write(self, verify):
+        """Convert into a temporary file beside ``dest``, verify, then rename:
+        ``dest`` is never half-written, and a failure leaves nothing behind."""
+        directory = os.path.dirname(os.path.abspath(self.dest))
+        tmp = os.path.join(directory, '.%s.%d.partial' % (os.path.basename(self.dest), os.getpid()))
+        try:
+            qemu_img.convert(self.source, tmp, self.format)
+            if verify and not qemu_img.compare(tmp, self.source, self.format, 'qcow2'):
+                raise RestoreError('restored %s differs from backup %s: the restore was discarded' % (
+                    self.disk, self.backup.id))
+            os.rename(tmp, self.dest)
+        except VMBackupError as exc:
+            exc.msg = 'restoring %s of backup %s to %s failed: %s; nothing was left behind' % (
+                self.disk, self.backup.id, self.dest, exc.msg)
+            raise
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+
+def restore(params, check_mode):
+    """The work of qemu_backup_restore; returns its result."""
+    repo = open_vm(params['target_dir'], params['vm_name'])
+    chain, backup = find_backup(repo, params.get('backup_id'))
+    fmt = params['format']
+    if params.get('disk'):
+        if params['disk'] not in backup.disks:
+            raise RestoreError('backup %s has no disk %s; its disks are: %s' % (
+                backup.id, params['disk'], ', '.join(sorted(backup.disks))), disks=sorted(backup.disks))
+        directory = os.path.dirname(os.path.abspath(params['dest']))
+        if not os.path.isdir(directory):
+            raise RestoreError('the directory of dest (%s) does not exist: create it first' % directory)
+        if os.path.isdir(params['dest']):
+            raise RestoreError('dest %s is a directory: with disk set, dest is the image file to write'
+                               % params['dest'])
+        plan = [(params['disk'], params['dest'])]
+    else:
+        if os.path.exists(params['dest']) and not os.path.isdir(params['dest']):
+            raise RestoreError('dest %s is a file: without disk, every disk is restored into dest as a '
+                               'directory' % params['dest'])
+        plan = [(disk, os.path.join(params['dest'], '%s.%s' % (disk, fmt))) for disk in sorted(backup.disks)]
+
+    restores = [DiskRestore(chain, backup, disk, dest, fmt) for disk, dest in plan]
+    todo = []
+    for item in restores:
+        if item.already_there():
+            continue
+        if os.path.exists(item.dest) and not params.get('force'):
+            raise RestoreError('%s exists and does not hold disk %s of backup %s as %s: set force: true to '
+                               'replace it' % (item.dest, item.disk, backup.id, fmt), dest=item.dest)
+        todo.append(item)
+    if todo and not check_mode:
+        if not params.get('disk') and not os.path.isdir(params['dest']):
+            os.mkdir(params['dest'], 0o700)
+        for item in todo:
+            item.write(params.get('verify'))
+    return {
+        'changed': bool(todo),
+        'backup_id': backup.id,
+        'level': backup.level,
+        'dest': params['dest'],
+        'format': fmt,
+        'verified': bool(params.get('verify')) and not check_mode,
+        'disks': [{
+            'disk': item.disk, 'dest': item.dest, 'chain': item.files,
+            'changed': item in todo, 'virtual_size': backup.disks[item.disk].get('virtual_size'),
+        } for item in restores],
+        'chain': restores[0].files if params.get('disk') else None,
+    }

@@ -1,0 +1,157 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, vmbackup.qemu developers
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: qemu_backup_info
+short_description: List and verify what a vmbackup.qemu repository holds
+version_added: 0.1.0
+description:
+  - Lists the VMs of a repository, their chains and backups (id, level, time, disks, files, sizes) and the newest
+    restorable point of each VM.
+  - With O(verify=true), checks every image (C(qemu-img check)) and every chain (each backing file present and the one
+    its manifest names, manifests consistent, no orphan or incomplete files). Findings are listed in RV(problems), not
+    raised, so that a play can report them; the module fails only on bad input.
+  - Never modifies the repository.
+author:
+  - vmbackup.qemu developers (@vmbackup-qemu)
+attributes:
+  check_mode:
+    description: Reads only, so it runs the same in check mode.
+    support: full
+  diff_mode:
+    description: Not applicable.
+    support: none
+options:
+  target_dir:
+    description: The repository root.
+    type: path
+    required: true
+  vm_name:
+    description: Only this VM. Default is every VM of the repository.
+    type: str
+  verify:
+    description: Check every image and every chain.
+    type: bool
+    default: false
+requirements:
+  - C(qemu-img) from QEMU's tools, for O(verify=true).
+seealso:
+  - module: vmbackup.qemu.qemu_backup_restore
+'''
+
+EXAMPLES = r'''
+- name: What does the repository hold?
+  vmbackup.qemu.qemu_backup_info:
+    target_dir: /backup
+  register: repo
+
+- name: Verify web1's backups and fail the play on any problem
+  vmbackup.qemu.qemu_backup_info:
+    target_dir: /backup
+    vm_name: web1
+    verify: true
+  register: check
+  failed_when: check.problems | selectattr('severity', 'equalto', 'error') | list | length > 0
+'''
+
+RETURN = r'''
+vms:
+  description: The VMs listed.
+  returned: success
+  type: list
+  elements: str
+  sample: [web1, db1]
+chains:
+  description: Every chain of the VMs listed, oldest first.
+  returned: success
+  type: list
+  elements: dict
+  contains:
+    vm:
+      description: The VM.
+      type: str
+    id:
+      description: The chain's id (the id of its full backup).
+      type: str
+    backups:
+      description: Its backups, oldest first, each with C(id), C(level), C(time), C(parent), C(restorable) (with
+        O(verify=true)) and C(disks) (C(disk), C(file), C(size) in bytes on disk, C(virtual_size)).
+      type: list
+      elements: dict
+newest:
+  description: Per VM, the id of the newest backup (with O(verify=true), the newest restorable one).
+  returned: success
+  type: dict
+  sample: {web1: 20261122T010203Z-3f9a}
+problems:
+  description:
+    - With O(verify=true), every finding, each with C(vm), C(chain), C(backup), C(disk), C(file), C(severity)
+      (C(error) or C(warning)) and C(problem) in words. Empty when all is well.
+  returned: success
+  type: list
+  elements: dict
+verified:
+  description: Whether the images and chains were checked.
+  returned: success
+  type: bool
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.vmbackup.qemu.plugins.module_utils.catalog import (
+    Verifier,
+    describe,
+    list_vms,
+    open_vm,
+)
+from ansible_collections.vmbackup.qemu.plugins.module_utils.module import run_guarded
+from ansible_collections.vmbackup.qemu.plugins.module_utils.repository import VMRepository
+
+
+def inspect(params):
+    if params['vm_name']:
+        repos = [open_vm(params['target_dir'], params['vm_name'])]
+    else:
+        repos = [VMRepository(params['target_dir'], name) for name in list_vms(params['target_dir'])]
+    chains, problems, newest_ids = [], [], {}
+    for repo in repos:
+        described = describe(repo)
+        candidates = [b for c in repo.chains() for b in c.backups]
+        if params['verify']:
+            verifier = Verifier(repo)
+            problems += verifier.run()
+            ok = {}
+            for chain in repo.chains():
+                for backup in chain.backups:
+                    ok[backup.id] = verifier.restorable(chain, backup)
+            for chain in described:
+                for backup in chain['backups']:
+                    backup['restorable'] = ok[backup['id']]
+            candidates = [b for b in candidates if ok[b.id]]
+        best = max(candidates, key=lambda b: (b.time, b.id)) if candidates else None
+        newest_ids[repo.vm_name] = best.id if best else None
+        chains += described
+    return dict(changed=False, vms=[r.vm_name for r in repos], chains=chains, newest=newest_ids,
+                problems=problems, verified=params['verify'])
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            target_dir=dict(type='path', required=True),
+            vm_name=dict(type='str'),
+            verify=dict(type='bool', default=False),
+        ),
+        supports_check_mode=True,
+    )
+    run_guarded(module, lambda: inspect(module.params))
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,167 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, vmbackup.qemu developers
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: qemu_backup_restore
+short_description: Restore a VM's disks from a vmbackup.qemu repository at a point in time
+version_added: 0.1.0
+description:
+  - Writes the content a disk had at a backup's instant into a new image, reading the backup's chain (its full backup
+    and the incrementals or differential it builds on).
+  - Never modifies the repository.
+  - The new image is written beside O(dest) under a temporary name and renamed into place when complete, so O(dest) is
+    never half-written; a failure (a full filesystem, a damaged chain) leaves nothing behind.
+  - Idempotent. A O(dest) that already holds exactly that point, in that format, is left alone.
+  - Runs where the repository is mounted; it does not talk to QEMU. To put a restored disk back into a VM, stop the VM
+    (or unplug the disk) and point it at the restored image.
+author:
+  - vmbackup.qemu developers (@vmbackup-qemu)
+attributes:
+  check_mode:
+    description: Reports which images it would write; writes nothing.
+    support: full
+  diff_mode:
+    description: Not applicable.
+    support: none
+options:
+  target_dir:
+    description: The repository root, as given to M(vmbackup.qemu.qemu_blockdev_backup).
+    type: path
+    required: true
+  vm_name:
+    description: The VM's name in the repository.
+    type: str
+    required: true
+  disk:
+    description:
+      - The disk to restore. O(dest) is then the image file to write.
+      - Default is every disk of the backup; O(dest) is then a directory (created if missing) that gets one image per
+        disk, named C(DISK.qcow2) or C(DISK.raw).
+    type: str
+  backup_id:
+    description: The backup to restore. Default is the newest complete backup of the VM.
+    type: str
+  dest:
+    description: The image file to write (with O(disk)), or the directory for every disk's image.
+    type: path
+    required: true
+  format:
+    description: Format of the restored image. Both are sparse where the data is zero.
+    type: str
+    choices: [qcow2, raw]
+    default: qcow2
+  force:
+    description: Replace an existing O(dest) image that does not hold exactly this point.
+    type: bool
+    default: false
+  verify:
+    description: Compare the restored image with the backup chain it came from before putting it in place.
+    type: bool
+    default: true
+requirements:
+  - C(qemu-img) from QEMU's tools.
+seealso:
+  - module: vmbackup.qemu.qemu_backup_info
+  - module: vmbackup.qemu.qemu_blockdev_backup
+'''
+
+EXAMPLES = r'''
+- name: Restore vda of web1 as it was at its newest backup
+  vmbackup.qemu.qemu_backup_restore:
+    target_dir: /backup
+    vm_name: web1
+    disk: vda
+    dest: /var/lib/vms/web1-vda-restored.qcow2
+
+- name: Restore every disk of a given backup as raw images into a directory
+  vmbackup.qemu.qemu_backup_restore:
+    target_dir: /backup
+    vm_name: web1
+    backup_id: 20261122T010203Z-3f9a
+    dest: /var/lib/vms/web1-restore
+    format: raw
+'''
+
+RETURN = r'''
+backup_id:
+  description: The backup restored.
+  returned: success
+  type: str
+  sample: 20261122T010203Z-3f9a
+level:
+  description: Its level.
+  returned: success
+  type: str
+  sample: incremental
+dest:
+  description: O(dest) as given.
+  returned: success
+  type: str
+format:
+  description: Format of the restored images.
+  returned: success
+  type: str
+chain:
+  description: With O(disk), the images read, full backup first.
+  returned: success
+  type: list
+  elements: str
+verified:
+  description: Whether the restored images were compared with the backup chain.
+  returned: success
+  type: bool
+disks:
+  description: One item per disk restored (or found already restored).
+  returned: success
+  type: list
+  elements: dict
+  contains:
+    disk:
+      description: The disk.
+      type: str
+    dest:
+      description: The image written.
+      type: str
+    chain:
+      description: The images read, full backup first.
+      type: list
+      elements: str
+    changed:
+      description: Whether this image was (or in check mode, would be) written.
+      type: bool
+    virtual_size:
+      description: The disk's size in bytes.
+      type: int
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.vmbackup.qemu.plugins.module_utils.module import run_guarded
+from ansible_collections.vmbackup.qemu.plugins.module_utils.restore import restore
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            target_dir=dict(type='path', required=True),
+            vm_name=dict(type='str', required=True),
+            disk=dict(type='str'),
+            backup_id=dict(type='str'),
+            dest=dict(type='path', required=True),
+            format=dict(type='str', default='qcow2', choices=['qcow2', 'raw']),
+            force=dict(type='bool', default=False),
+            verify=dict(type='bool', default=True),
+        ),
+        supports_check_mode=True,
+    )
+    run_guarded(module, lambda: restore(module.params, module.check_mode))
+
+
+if __name__ == '__main__':
+    main()

@@ -35,6 +35,48 @@ def show_bitmaps(result):
             bitmap['recording'], bitmap['persistent']))
 
 
+def backups(vm, ansible, workdir):
+    """Full, incremental, and both points restored and compared with the guest."""
+    repo = os.path.join(workdir, 'backup')
+    os.mkdir(repo, 0o700)
+    args = {'socket': vm.socket, 'target_dir': repo, 'fleece_dir': workdir}
+    vm.qmp('cont')
+    points = []
+    for label, writes in (('first', [('vda', 150 * MIB, 4 * MIB, 0xc1), ('vdb', 0, 2 * MIB, 0xc2)]),
+                          ('second', [('vda', 0, MIB, 0xd1), ('vdb', 100 * MIB, MIB, 0xd2)])):
+        step('The guest writes; ansible -m vmbackup.qemu.qemu_blockdev_backup -a "socket=... target_dir=%s"' % repo)
+        for disk, offset, length, pattern in writes:
+            vm.write(disk, offset, length, pattern)
+        result = ansible.ok('qemu_blockdev_backup', args)
+        print('    %s backup %s (%s); vCPUs paused %.1f ms' % (
+            result['level'], result['backup_id'], result['reason'], 1000 * result['pause_seconds']))
+        for item in result['disks']:
+            print('    %-4s %6.1f MiB copied in %.2f s -> %s' % (
+                item['disk'], item['bytes_written'] / float(MIB), item['duration'], os.path.relpath(item['file'], repo)))
+        points.append((result, dict((d, vm.save_shadow(d, label)) for d in ('vda', 'vdb'))))
+
+    for result, shadows in points:
+        dest = os.path.join(workdir, 'restored-' + result['backup_id'])
+        step('ansible -m vmbackup.qemu.qemu_backup_restore -a "target_dir=%s vm_name=demo backup_id=%s dest=%s"'
+             % (repo, result['backup_id'], dest))
+        restored = ansible.ok('qemu_backup_restore', {'target_dir': repo, 'vm_name': 'demo', 'format': 'raw',
+                                                      'backup_id': result['backup_id'], 'dest': dest})
+        for item in restored['disks']:
+            identical, output = vm.qemu.compare(item['dest'], shadows[item['disk']], 'raw', 'raw')
+            assert identical, output
+            print('    %s %-4s from %d image(s): identical to what the guest had at that instant' % (
+                result['level'], item['disk'], len(item['chain'])))
+    step('ansible -m vmbackup.qemu.qemu_backup_info -a "target_dir=%s verify=true"' % repo)
+    info = ansible.ok('qemu_backup_info', {'target_dir': repo, 'verify': True})
+    print('    %d chain(s), newest restorable point %s, problems: %s' % (
+        len(info['chains']), info['newest']['demo'], info['problems'] or 'none'))
+    step('The repository')
+    for root, _dirs, files in sorted(os.walk(repo)):
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            print('    %-70s %8d KiB' % (os.path.relpath(path, repo), os.stat(path).st_blocks // 2))
+
+
 def main():
     qemu = QemuInstall()
     workdir = tempfile.mkdtemp(prefix='vb-demo-', dir='/tmp')
@@ -79,6 +121,8 @@ def main():
         step('Removing the bitmaps')
         result = ansible.ok('qemu_bitmap', {'socket': vm.socket, 'name': 'demo', 'state': 'absent'})
         print('    changed=%s, bitmaps left: %d' % (result['changed'], len(result['bitmaps'])))
+
+        backups(vm, ansible, workdir)
         print('\nDemo finished: every step checked against what the guest wrote.')
         return 0
     finally:

@@ -142,6 +142,10 @@ class BackupRun(object):
             problem = chain_problem(chain, disks, 'incremental')
             if problem:
                 return 'full', 'a new full backup, because ' + problem, None
+            full_every = self.params.get('full_every') or 0
+            if full_every and len(chain.backups) >= full_every:
+                return 'full', 'a new full backup, because chain %s has %d backups (full_every: %d)' % (
+                    chain.id, len(chain.backups), full_every), None
             return 'incremental', 'incremental on chain %s' % chain.id, chain
         problem = chain_problem(chain, disks, asked)
         if problem:
@@ -190,7 +194,10 @@ class BackupRun(object):
             self.result.update(vm=vm_name, level=level, reason=reason)
             self._remove_stale_bitmaps(repo, disks)
             self._take(repo, disks, level, chain)
+            if params.get('keep_chains'):
+                self.result['pruned'] = repo.prune(params['keep_chains'], self.result['chain'])
         finally:
+            repo.clear_progress()
             repo.unlock()
         return self.result
 
@@ -303,7 +310,7 @@ class BackupRun(object):
             self.result['frozen'] = freeze.report()
             if fleecing:
                 vm.qmp.transaction(backup_actions(snaps))
-            self.result['disks'] = self._wait(jobs)
+            self.result['disks'] = self._wait(jobs, repo, backup_id, level)
             if view is not None:
                 view.teardown()
                 view = None
@@ -350,8 +357,11 @@ class BackupRun(object):
             return able
         return wanted
 
-    def _wait(self, jobs):
-        """Wait for the push jobs, finalize them together, report per disk."""
+    def _wait(self, jobs, repo, backup_id, level):
+        """Wait for the push jobs, finalize them together, report per disk.
+
+        Progress goes to the repository's .progress.json for whoever watches
+        (the backup role prints it while it waits)."""
         qmp = self.vm.qmp
         started = time.time()
         done_at = {}
@@ -360,6 +370,13 @@ class BackupRun(object):
             for job_id, job in states.items():
                 if job['status'] in ('pending', 'concluded') and job_id not in done_at:
                     done_at[job_id] = time.time()
+            done = sum(j.get('current-progress', 0) for j in states.values())
+            total = sum(j.get('total-progress', 0) for j in states.values())
+            repo.write_progress({
+                'backup_id': backup_id, 'level': level, 'bytes_done': done, 'bytes_total': total,
+                'percent': round(100.0 * done / total, 1) if total else 0.0,
+                'seconds': round(time.time() - started, 1),
+            })
 
         def failed(states):
             return any(j['status'] in ('concluded', 'null') or j.get('error') for j in states.values())

@@ -24,6 +24,7 @@ import fcntl
 import json
 import os
 import re
+import shutil
 import time
 
 from ansible_collections.vmbackup.qemu.plugins.module_utils.errors import VMBackupError
@@ -250,6 +251,31 @@ class VMRepository(object):
         _fsync_dir(chain_dir)
         write_json_atomically(os.path.join(chain_dir, manifest['id'] + MANIFEST_SUFFIX), manifest)
 
+    def prune(self, keep, in_use):
+        """Remove the oldest chains so that ``keep`` chains with a full backup
+        remain. Whole chains only, never ``in_use``; copies are not counted.
+
+        A chain is first renamed to a hidden name, so that a prune cut short
+        never leaves a chain that looks whole but lacks its middle."""
+        chains = [c for c in self.chains() if c.full is not None]
+        doomed = [c for c in chains[:max(len(chains) - keep, 0)] if c.id != in_use]
+        for chain in doomed:
+            hidden = os.path.join(self.root, '.%s.deleting' % chain.id)
+            os.rename(chain.path, hidden)
+            shutil.rmtree(hidden)
+        return [c.id for c in doomed]
+
+    @property
+    def progress_path(self):
+        return os.path.join(self.root, '.progress.json')
+
+    def write_progress(self, data):
+        write_json_atomically(self.progress_path, data)
+
+    def clear_progress(self):
+        if os.path.exists(self.progress_path):
+            os.unlink(self.progress_path)
+
     def remove_unpublished(self):
         """Delete what runs that did not finish left: partial and temporary
         files, images no manifest names, chain directories left empty.
@@ -259,6 +285,10 @@ class VMRepository(object):
             return removed
         for name in os.listdir(self.root):
             path = os.path.join(self.root, name)
+            if name.startswith('.') and name.endswith('.deleting') and os.path.isdir(path):
+                shutil.rmtree(path)      # a prune that was cut short
+                removed.append(path)
+                continue
             if name.startswith('.') or not os.path.isdir(path):
                 continue
             entries = os.listdir(path)

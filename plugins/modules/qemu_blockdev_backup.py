@@ -60,6 +60,20 @@ options:
     type: str
     choices: [full, incremental, differential, copy, auto]
     default: auto
+  full_every:
+    description:
+      - With O(level=auto), start a new chain (a full backup) once the current chain holds this many backups.
+      - V(0) never forces a full for this reason.
+    type: int
+    default: 0
+  keep_chains:
+    description:
+      - After a successful backup, remove the oldest chains so that this many chains with a full backup remain.
+        Whole chains only, never the chain just written to and never the middle of a chain. Copies
+        (O(level=copy)) are not counted and not removed.
+      - V(0) keeps every chain.
+    type: int
+    default: 0
   disks:
     description:
       - Disks to back up, named by guest device id, C(-drive) id or format node-name.
@@ -228,6 +242,11 @@ skipped_disks:
   returned: success
   type: list
   elements: dict
+pruned:
+  description: Ids of the chains removed by O(keep_chains).
+  returned: when O(keep_chains) is set and the backup succeeded
+  type: list
+  elements: str
 cleaned:
   description: What an earlier, interrupted run had left behind and this run removed.
   returned: success
@@ -258,10 +277,13 @@ def main():
             guest_agent_socket=dict(type='path'),
             freeze=dict(type='str', default='auto', choices=['auto', 'required', 'off']),
             job_timeout=dict(type='int'),
+            full_every=dict(type='int', default=0),
+            keep_chains=dict(type='int', default=0),
         ),
     )
-    if qmp_module.params['speed'] < 0:
-        qmp_module.fail('speed must be 0 (no limit) or a positive number of bytes per second')
+    for option in ('speed', 'full_every', 'keep_chains'):
+        if qmp_module.params[option] < 0:
+            qmp_module.fail('%s must be 0 or a positive number, got %d' % (option, qmp_module.params[option]))
 
     def work(vm):
         run = BackupRun(vm, qmp_module.params, warn=qmp_module.module.warn,

@@ -106,6 +106,27 @@ class AnsibleRunner(object):
         """Run module vmbackup.qemu.NAME with ``args`` (a dict); return its result."""
         return self.collect(self.spawn(name, args, check=check, diff=diff), timeout=timeout)
 
+    def playbook(self, text, extra_vars=None, timeout=1200):
+        """Run a playbook given as YAML text against localhost.
+
+        Returns (returncode, output, custom stats from set_stats)."""
+        self.count += 1
+        path = os.path.join(self.workdir, 'play-%d.yml' % self.count)
+        with open(path, 'w') as handle:
+            handle.write(text)
+        cmd = [self.ansible_playbook, '-i', 'localhost,', '-c', 'local', path]
+        if extra_vars:
+            cmd += ['-e', json.dumps(extra_vars)]
+        env = dict(self.env, ANSIBLE_SHOW_CUSTOM_STATS='1')
+        proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              universal_newlines=True, timeout=timeout, check=False)
+        stats = None
+        if 'CUSTOM STATS:' in proc.stdout:
+            text = proc.stdout.split('CUSTOM STATS:', 1)[1]
+            start = text.index('{')
+            stats = json.JSONDecoder().raw_decode(text[start:])[0]
+        return proc.returncode, proc.stdout, stats
+
     def ok(self, name, args, diff=False, **kwargs):
         """Run a module that must succeed."""
         result = self.module(name, args, diff=diff, **kwargs)

@@ -1,0 +1,104 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, vmbackup.qemu developers
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""The backup and restore roles, run by ansible-playbook as fleets run them."""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import os
+
+from harness.qemu import DiskSpec
+
+MIB = 1024 * 1024
+
+BACKUP_PLAY = '''
+- hosts: localhost
+  gather_facts: false
+  roles:
+    - role: vmbackup.qemu.backup
+'''
+
+RESTORE_PLAY = '''
+- hosts: localhost
+  gather_facts: false
+  roles:
+    - role: vmbackup.qemu.restore
+'''
+
+
+def chains_of(repo, vm_name):
+    root = os.path.join(repo, vm_name)
+    return sorted(d for d in os.listdir(root) if not d.startswith('.') and os.path.isdir(os.path.join(root, d)))
+
+
+def test_rotation_retention_and_restore_of_two_vms(make_vm, ansible, workdir):
+    vms = [make_vm(disks=[DiskSpec('vda'), DiskSpec('vdb')], name='web%d' % i) for i in (1, 2)]
+    repo = os.path.join(workdir, 'repo')
+    os.mkdir(repo)
+    variables = {'qemu_backup_target_dir': repo, 'qemu_backup_full_every': 2, 'qemu_backup_keep_chains': 1,
+                 'qemu_backup_fleece_dir': workdir, 'qemu_backup_poll_interval': 1,
+                 'qemu_backup_vms': [{'name': vm.name, 'socket': vm.socket} for vm in vms]}
+    levels = []
+    for round_ in range(5):
+        for index, vm in enumerate(vms):
+            vm.write('vda', round_ * 2 * MIB, MIB, 0x10 + round_ * 2 + index)
+            vm.write('vdb', (40 - round_) * MIB, 65536, 0x40 + round_)
+        rc, output, stats = ansible.playbook(BACKUP_PLAY, variables)
+        assert rc == 0, output
+        summary = stats['qemu_backup']['localhost']
+        assert sorted(r['vm'] for r in summary) == ['web1', 'web2'] and all(r['ok'] for r in summary)
+        levels.append(summary[0]['level'])
+    assert levels == ['full', 'incremental', 'full', 'incremental', 'full']
+    for vm in vms:
+        assert len(chains_of(repo, vm.name)) == 1, chains_of(repo, vm.name)
+        dest = os.path.join(workdir, 'restored-' + vm.name)
+        rc, output, stats = ansible.playbook(RESTORE_PLAY, {'qemu_restore_target_dir': repo,
+                                                            'qemu_restore_vm': vm.name, 'qemu_restore_dest': dest})
+        assert rc == 0, output
+        for disk in ('vda', 'vdb'):
+            identical, text = vm.qemu.compare(os.path.join(dest, disk + '.qcow2'), vm.shadow(disk), 'qcow2', 'raw')
+            assert identical, text
+
+
+def test_dead_vm_does_not_stop_the_others(make_vm, ansible, workdir):
+    good = [make_vm(disks=[DiskSpec('vda')], name=name) for name in ('good1', 'good2')]
+    dead = make_vm(disks=[DiskSpec('vda')], name='dead')
+    dead.kill()
+    repo = os.path.join(workdir, 'repo')
+    os.mkdir(repo)
+    targets = [{'name': vm.name, 'socket': vm.socket} for vm in (good[0], dead, good[1])]
+    rc, output, stats = ansible.playbook(BACKUP_PLAY, {'qemu_backup_target_dir': repo, 'qemu_backup_vms': targets,
+                                                       'qemu_backup_fleece_dir': workdir,
+                                                       'qemu_backup_poll_interval': 1})
+    assert rc != 0
+    assert 'backup failed for 1 VM(s): dead (nothing is listening on QMP socket %s' % dead.socket in output, output
+    summary = dict((r['vm'], r) for r in stats['qemu_backup']['localhost'])
+    assert summary['good1']['ok'] and summary['good2']['ok'] and not summary['dead']['ok']
+    for vm in good:
+        assert len(chains_of(repo, vm.name)) == 1
+
+
+def test_discovery_by_glob_and_progress(make_vm, ansible, workdir):
+    sockets = os.path.join(workdir, 'sockets')
+    os.mkdir(sockets)
+    vms = []
+    for name in ('alpha', 'beta', 'gamma'):
+        vm = make_vm(disks=[DiskSpec('vda', size=256 * MIB)], name=name, start=False)
+        vm.socket = os.path.join(sockets, name + '.qmp')
+        vm.start()
+        vm.write('vda', 0, 32 * MIB, 0x55)
+        vms.append(vm)
+    repo = os.path.join(workdir, 'repo')
+    os.mkdir(repo)
+    rc, output, stats = ansible.playbook(BACKUP_PLAY, {
+        'qemu_backup_target_dir': repo, 'qemu_backup_socket_glob': os.path.join(sockets, '*.qmp'),
+        'qemu_backup_fleece_dir': workdir, 'qemu_backup_poll_interval': 1, 'qemu_backup_parallel': 2,
+        'qemu_backup_speed': 16 * MIB, 'qemu_backup_verify': True})
+    assert rc == 0, output
+    assert sorted(r['vm'] for r in stats['qemu_backup']['localhost']) == ['alpha', 'beta', 'gamma']
+    assert '% (' in output and 'MiB) after' in output, 'no progress was shown'
+    for name in ('alpha', 'beta', 'gamma'):
+        assert name + ': full ' in output      # the summary line of each VM
+        assert len(chains_of(repo, name)) == 1

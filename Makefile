@@ -11,11 +11,11 @@ SANITY_ARGS ?=
 VPY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all test venv qemu10 sanity action-groups units integration integration-7.2 integration-10.0 demo clean
+.PHONY: all test deps venv qemu10 sanity lint action-groups units integration integration-7.2 integration-10.0 demo clean
 
 all: test
 
-test: action-groups sanity units integration
+test: action-groups sanity lint units integration
 
 $(VENV)/.installed: requirements-dev.txt requirements.txt
 	$(PYTHON) -m venv --clear $(VENV)
@@ -34,6 +34,9 @@ sanity: venv
 action-groups: venv
 	$(VPY) scripts/check-action-groups.py
 
+lint: venv
+	scripts/run-lint.sh
+
 units: venv
 	$(VPY) -m pytest -q tests/unit $(PYTEST_ARGS)
 
@@ -47,8 +50,12 @@ integration-7.2: venv
 integration-10.0: venv qemu10
 	VMBACKUP_QEMU_BINDIR=$(QEMU10_DIR)/usr/bin $(VPY) -m pytest -q tests/integration $(PYTEST_ARGS)
 
-demo: venv
+# On a fresh Debian 12 machine (as root) this installs QEMU first.
+demo: deps venv
 	$(VPY) scripts/demo.py
+
+deps:
+	scripts/install-system-deps.sh qemu-system-x86 qemu-utils $$($(PYTHON) -c 'import ensurepip' 2>/dev/null || echo python3-venv)
 
 clean:
 	rm -rf build tests/output .pytest_cache

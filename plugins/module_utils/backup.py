@@ -341,6 +341,8 @@ class BackupRun(object):
                 'persistent_bitmap': disk.persistent_bitmap_problem() is None,
             })
         repo.publish(manifest)
+        for info in self.result['disks']:
+            info['image_size'] = os.stat(info['file']).st_blocks * 512
         self._retire_bitmaps(disks, repo_id, level, frozen, backup_id, chain)
         self.result['duration'] = round(time.time() - started, 3)
         return self.result

@@ -213,7 +213,14 @@ disks:
       type: str
       returned: changed
     bytes_written:
-      description: Bytes the backup job copied.
+      description:
+        - Bytes of the disk the backup job went through. For an incremental or differential, the dirty bytes it
+          copied; for a full backup or a copy, the whole disk (areas that are unallocated or zero are skipped quickly
+          and take no space in the image).
+      type: int
+      returned: changed
+    image_size:
+      description: Bytes the backup image takes on disk.
       type: int
       returned: changed
     duration:

@@ -185,8 +185,11 @@ class BackupRun(object):
                                bytes_estimated=self.estimate(level, chain, disks),
                                disks=[{'disk': d.name, 'node': d.node} for d in disks])
             return self.result
-        repo.ensure()
-        repo.lock()
+        try:
+            repo.ensure()
+            repo.lock()
+        except (IOError, OSError) as exc:
+            raise BackupError('cannot use the repository %s: %s' % (repo.root, exc))
         try:
             self.result['cleaned'] = remove_leftovers(vm, params.get('fleece_dir')) + repo.remove_unpublished()
             disks, skipped = self.select()  # again: cleaning may have switched devices back
@@ -231,7 +234,6 @@ class BackupRun(object):
             parent = chain.last
         elif level == 'differential':
             parent = chain.full
-        repo.chain_dir(chain_id, create=True)
         fleecing = self._fleecing_wanted()
         new_bitmaps, frozen = [], frozen_bitmap(repo_id, backup_id)
         targets, partials, started = {}, [], time.time()
@@ -240,6 +242,7 @@ class BackupRun(object):
         self.result.update(changed=True, backup_id=backup_id, chain=chain_id, fleecing=fleecing,
                            parent=parent.id if parent else None)
         try:
+            repo.chain_dir(chain_id, create=True)
             for index, disk in enumerate(disks):
                 partial = repo.partial_image(chain_id, backup_id, disk.name)
                 backing = os.path.basename(parent.image(disk.name)) if parent else None
@@ -318,8 +321,12 @@ class BackupRun(object):
                 vm.qmp.execute('blockdev-del', {'node-name': target})
             targets = {}
         except BaseException as exc:
-            self._abandon(exc, jobs, view, targets, new_bitmaps, disks, frozen, partials, parent)
-            raise
+            # A full or unwritable fleece_dir or target is a clean failure too.
+            error = BackupError(str(exc)) if isinstance(exc, EnvironmentError) else exc
+            self._abandon(error, jobs, view, targets, new_bitmaps, disks, frozen, partials, parent)
+            if error is exc:
+                raise
+            raise error from exc
         manifest = {
             'format': FORMAT_VERSION, 'id': backup_id, 'chain': chain_id, 'level': level,
             'parent': parent.id if parent else None, 'time': started,
@@ -340,7 +347,17 @@ class BackupRun(object):
                                 else full_bitmap(repo_id, backup_id) if level == 'full' else None),
                 'persistent_bitmap': disk.persistent_bitmap_problem() is None,
             })
-        repo.publish(manifest)
+        try:
+            repo.publish(manifest)
+        except (IOError, OSError) as exc:
+            # Nothing was published: drop the images and the new bitmaps, as
+            # after any failure (the old bitmaps still hold every change).
+            self._abandon(BackupError('writing the backup into %s failed: %s' % (repo.root, exc)), {}, None,
+                          {}, new_bitmaps, disks, frozen,
+                          partials + [repo.final_image(chain_id, backup_id, d.name) for d in disks], parent)
+            raise BackupError('writing the backup into %s failed: %s. Nothing of this run was kept; the next '
+                              'backup includes every change since %s.' % (
+                                  repo.root, exc, 'backup %s' % parent.id if parent else 'the last good backup'))
         for info in self.result['disks']:
             info['image_size'] = os.stat(info['file']).st_blocks * 512
         self._retire_bitmaps(disks, repo_id, level, frozen, backup_id, chain)

@@ -36,14 +36,21 @@ class QMPTimeoutError(VMBackupError):
     """QEMU did not answer in time."""
 
 
-class QMPCommandError(VMBackupError):
-    """QEMU answered a command with an error."""
+class CommandError(VMBackupError):
+    """A command to QEMU or its guest agent failed.
+
+    ``command``, ``error_class`` and ``desc`` describe the error reply, when
+    there was one."""
 
     def __init__(self, msg, command=None, error_class=None, desc=None, **details):
-        super(QMPCommandError, self).__init__(msg, **details)
+        super(CommandError, self).__init__(msg, **details)
         self.command = command
         self.error_class = error_class
         self.desc = desc
+
+
+class QMPCommandError(CommandError):
+    """QEMU answered a command with an error."""
 
 
 class FeatureMissingError(VMBackupError):

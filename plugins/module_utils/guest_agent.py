@@ -26,7 +26,7 @@ import socket
 import stat
 import time
 
-from ansible_collections.vmbackup.qemu.plugins.module_utils.errors import VMBackupError
+from ansible_collections.vmbackup.qemu.plugins.module_utils.errors import CommandError
 
 DEFAULT_TIMEOUT = 10.0
 
@@ -41,16 +41,8 @@ CHANNEL_HINT = ('-chardev socket,path=%s,server=on,wait=off,id=qga0 -device virt
 _RANDOM = random.SystemRandom()
 
 
-class GuestAgentError(VMBackupError):
-    """The guest agent refused a command, did not answer it, or went away.
-
-    ``command``, ``error_class`` and ``desc`` describe an error reply."""
-
-    def __init__(self, msg, command=None, error_class=None, desc=None, **details):
-        super(GuestAgentError, self).__init__(msg, **details)
-        self.command = command
-        self.error_class = error_class
-        self.desc = desc
+class GuestAgentError(CommandError):
+    """The guest agent refused a command, did not answer it, or went away."""
 
 
 class GuestAgentUnavailable(GuestAgentError):

@@ -270,7 +270,12 @@ class VMRepository(object):
         return os.path.join(self.root, '.progress.json')
 
     def write_progress(self, data):
-        write_json_atomically(self.progress_path, data)
+        """Best effort: a progress report must never fail a backup (the
+        target may be full; the job's own error says so)."""
+        try:
+            write_json_atomically(self.progress_path, data)
+        except (IOError, OSError):
+            pass
 
     def clear_progress(self):
         if os.path.exists(self.progress_path):

@@ -8,6 +8,7 @@ every file removed when the test ends, passed or failed."""
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import os
 import shutil
 import tempfile
 
@@ -58,6 +59,14 @@ def make_vm(qemu, workdir):
 def vm(make_vm):
     """A running VM with two 64 MiB qcow2 virtio-blk disks, vda and vdb."""
     return make_vm()
+
+
+@pytest.fixture
+def repo(workdir):
+    """An empty backup repository directory."""
+    path = os.path.join(workdir, 'repo')
+    os.mkdir(path)
+    return path
 
 
 @pytest.fixture

@@ -14,39 +14,10 @@ from contextlib import contextmanager
 
 import pytest
 
+from harness.checks import assert_restores_to, backup_args, guest_content, repository_files
 from harness.fake_qga import FakeGuestAgent
 
 MIB = 1024 * 1024
-
-
-@pytest.fixture
-def repo(workdir):
-    path = os.path.join(workdir, 'repo')
-    os.mkdir(path)
-    return path
-
-
-def params(vm, repo, **extra):
-    args = {'socket': vm.socket, 'target_dir': repo, 'fleece_dir': vm.workdir}
-    args.update(extra)
-    return args
-
-
-def current(vm, label, disks=('vda', 'vdb')):
-    return dict((disk, vm.save_shadow(disk, label)) for disk in disks)
-
-
-def assert_restores_to(vm, result, shadows):
-    for item in result['disks']:
-        identical, output = vm.qemu.compare(item['file'], shadows[item['disk']], 'qcow2', 'raw')
-        assert identical, '%s: %s' % (item['disk'], output)
-
-
-def repository_files(path):
-    found = []
-    for root, _dirs, files in os.walk(path):
-        found += [os.path.join(root, f) for f in files if f not in ('repository.json', '.lock')]
-    return sorted(found)
 
 
 @contextmanager
@@ -63,28 +34,28 @@ def small_filesystem(path, size):
 
 def test_full_target_filesystem_fails_the_backup_not_the_vm(vm, ansible, repo, workdir):
     vm.qmp('cont')
-    ansible.ok('qemu_blockdev_backup', params(vm, repo))
+    ansible.ok('qemu_blockdev_backup', backup_args(vm, repo))
     vm.write('vda', 0, 16 * MIB, 0x31)
     vm.write('vdb', 0, 16 * MIB, 0x32)
     with small_filesystem(os.path.join(workdir, 'small'), '4m') as small:
-        failure = ansible.failed('qemu_blockdev_backup', params(vm, small))
+        failure = ansible.failed('qemu_blockdev_backup', backup_args(vm, small))
         assert 'No space left on device' in failure['msg']
         assert 'Nothing of this run was kept' in failure['msg']
         assert repository_files(small) == []
     assert vm.run_state() == 'running'
     assert vm.leftovers() == []
     vm.write('vda', 32 * MIB, MIB, 0x33)
-    result = ansible.ok('qemu_blockdev_backup', params(vm, repo))
+    result = ansible.ok('qemu_blockdev_backup', backup_args(vm, repo))
     assert result['level'] == 'incremental'
-    assert_restores_to(vm, result, current(vm, 'after'))
+    assert_restores_to(vm, result, guest_content(vm, 'after'))
 
 
 def test_failing_fleece_store_fails_the_backup_never_the_guest(vm, ansible, repo, workdir):
     vm.write('vda', 0, 16 * MIB, 0x41)
-    before = current(vm, 'before')
-    ansible.ok('qemu_blockdev_backup', params(vm, repo))
+    before = guest_content(vm, 'before')
+    ansible.ok('qemu_blockdev_backup', backup_args(vm, repo))
     with small_filesystem(os.path.join(workdir, 'fleece'), '1m') as fleece_dir:
-        proc = ansible.spawn('qemu_blockdev_backup', params(vm, repo, fleece_dir=fleece_dir, level='full',
+        proc = ansible.spawn('qemu_blockdev_backup', backup_args(vm, repo, fleece_dir=fleece_dir, level='full',
                                                             speed=MIB))
         vm.wait_for_job('vmb-')
         # Overwriting 8 MiB the backup has not copied yet needs 8 MiB of old
@@ -95,81 +66,81 @@ def test_failing_fleece_store_fails_the_backup_never_the_guest(vm, ansible, repo
     vm.assert_disk_matches_shadow('vda')     # every guest write landed
     assert vm.leftovers() == []
     assert vm.run_state() == 'prelaunch'
-    result = ansible.ok('qemu_blockdev_backup', params(vm, repo))
+    result = ansible.ok('qemu_blockdev_backup', backup_args(vm, repo))
     assert result['level'] == 'incremental'
-    assert_restores_to(vm, result, current(vm, 'after'))
+    assert_restores_to(vm, result, guest_content(vm, 'after'))
     del before
 
 
 def test_run_killed_mid_backup_is_cleaned_and_loses_nothing(vm, ansible, repo):
     vm.qmp('cont')
-    ansible.ok('qemu_blockdev_backup', params(vm, repo))
+    ansible.ok('qemu_blockdev_backup', backup_args(vm, repo))
     vm.write('vda', 0, 8 * MIB, 0x51)
     vm.write('vdb', 4 * MIB, 8 * MIB, 0x52)
-    proc = ansible.spawn('qemu_blockdev_backup', params(vm, repo, speed=MIB))
+    proc = ansible.spawn('qemu_blockdev_backup', backup_args(vm, repo, speed=MIB))
     vm.wait_for_job('vmb-')
     ansible.kill_module(proc, 'qemu_blockdev_backup')
     left = vm.leftovers()
     assert any(item.startswith('job ') for item in left) and any('behind a filter' in i for i in left), left
     assert vm.run_state() == 'running'
     vm.write('vda', 20 * MIB, MIB, 0x53)
-    result = ansible.ok('qemu_blockdev_backup', params(vm, repo))
+    result = ansible.ok('qemu_blockdev_backup', backup_args(vm, repo))
     assert result['cleaned'], 'nothing was cleaned'
     assert result['level'] == 'incremental'
-    assert_restores_to(vm, result, current(vm, 'after'))
+    assert_restores_to(vm, result, guest_content(vm, 'after'))
     assert vm.leftovers() == []
     names = [os.path.basename(f) for f in repository_files(repo)]
     assert not [n for n in names if n.endswith('.partial')], names
 
 
 def test_qemu_gone_mid_backup(vm, ansible, repo):
-    ansible.ok('qemu_blockdev_backup', params(vm, repo))
+    ansible.ok('qemu_blockdev_backup', backup_args(vm, repo))
     vm.write('vda', 0, 8 * MIB, 0x61)
     vm.guest_io('vda', 'flush')      # what the guest wrote is on disk before QEMU dies
-    proc = ansible.spawn('qemu_blockdev_backup', params(vm, repo, speed=MIB))
+    proc = ansible.spawn('qemu_blockdev_backup', backup_args(vm, repo, speed=MIB))
     vm.wait_for_job('vmb-')
     vm.kill()
     failure = ansible.collect(proc)
     assert failure['failed'] and 'QEMU exited' in failure['msg']
     assert not [f for f in repository_files(repo) if f.endswith('.partial')]
     vm.start()
-    result = ansible.ok('qemu_blockdev_backup', params(vm, repo))
+    result = ansible.ok('qemu_blockdev_backup', backup_args(vm, repo))
     assert result['level'] == 'full'
-    assert_restores_to(vm, result, current(vm, 'after'))
+    assert_restores_to(vm, result, guest_content(vm, 'after'))
 
 
 def test_job_timeout_cancels_cleanly(vm, ansible, repo):
     vm.write('vda', 0, 8 * MIB, 0x71)
-    failure = ansible.failed('qemu_blockdev_backup', params(vm, repo, speed=256 * 1024, job_timeout=2))
+    failure = ansible.failed('qemu_blockdev_backup', backup_args(vm, repo, speed=256 * 1024, job_timeout=2))
     assert 'did not finish within 2 s' in failure['msg']
     assert vm.leftovers() == [] and repository_files(repo) == []
-    assert ansible.ok('qemu_blockdev_backup', params(vm, repo))['level'] == 'full'
+    assert ansible.ok('qemu_blockdev_backup', backup_args(vm, repo))['level'] == 'full'
 
 
 def test_guest_agent_freeze_and_thaw(vm, ansible, repo, workdir):
     agent = FakeGuestAgent(os.path.join(workdir, 'qga.sock')).start()
     try:
-        result = ansible.ok('qemu_blockdev_backup', params(vm, repo, guest_agent_socket=agent.socket_path))
+        result = ansible.ok('qemu_blockdev_backup', backup_args(vm, repo, guest_agent_socket=agent.socket_path))
         assert result['frozen']['frozen'] is True
         assert [c for c in agent.commands if 'fsfreeze' in c] == ['guest-fsfreeze-freeze', 'guest-fsfreeze-thaw']
         assert agent.frozen is False
 
         agent.mode = 'freeze-fails'
-        result = ansible.ok('qemu_blockdev_backup', params(vm, repo, guest_agent_socket=agent.socket_path))
+        result = ansible.ok('qemu_blockdev_backup', backup_args(vm, repo, guest_agent_socket=agent.socket_path))
         assert result['frozen']['frozen'] is False and 'without freezing' in result['_output']
         assert agent.frozen is False
 
         agent.mode = 'silent'
-        result = ansible.ok('qemu_blockdev_backup', params(vm, repo, guest_agent_socket=agent.socket_path,
+        result = ansible.ok('qemu_blockdev_backup', backup_args(vm, repo, guest_agent_socket=agent.socket_path,
                                                            timeout=2))
         assert result['frozen']['frozen'] is False and 'crash-consistent' in result['_output']
         before = repository_files(repo)
-        failure = ansible.failed('qemu_blockdev_backup', params(vm, repo, guest_agent_socket=agent.socket_path,
+        failure = ansible.failed('qemu_blockdev_backup', backup_args(vm, repo, guest_agent_socket=agent.socket_path,
                                                                 freeze='required', timeout=2))
         assert agent.socket_path in failure['msg'] and 'required' in failure['msg']
         assert repository_files(repo) == before
         assert vm.leftovers() == []
     finally:
         agent.stop()
-    failure = ansible.failed('qemu_blockdev_backup', params(vm, repo, freeze='required'))
+    failure = ansible.failed('qemu_blockdev_backup', backup_args(vm, repo, freeze='required'))
     assert 'guest_agent_socket' in failure['msg']

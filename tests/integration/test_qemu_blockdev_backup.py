@@ -13,37 +13,14 @@ import os
 import stat
 import threading
 
-import pytest
-
+from harness.checks import assert_restores_to, backup_args, guest_content
 from harness.qemu import DiskSpec
 
 MIB = 1024 * 1024
 
 
-@pytest.fixture
-def repo(workdir):
-    path = os.path.join(workdir, 'repo')
-    os.mkdir(path)
-    return path
-
-
 def backup(ansible, vm, repo, **args):
-    params = {'socket': vm.socket, 'target_dir': repo, 'fleece_dir': vm.workdir}
-    params.update(args)
-    return ansible.ok('qemu_blockdev_backup', params)
-
-
-def assert_restores_to(vm, result, shadows):
-    """Every disk of backup ``result``, read through its chain, equals ``shadows[disk]``."""
-    assert sorted(d['disk'] for d in result['disks']) == sorted(shadows)
-    for item in result['disks']:
-        identical, output = vm.qemu.compare(item['file'], shadows[item['disk']], 'qcow2', 'raw')
-        assert identical, 'backup %s of %s differs from the guest at its instant: %s' % (
-            result['backup_id'], item['disk'], output)
-
-
-def snapshot(vm, label, disks=('vda', 'vdb')):
-    return dict((disk, vm.save_shadow(disk, label)) for disk in disks)
+    return ansible.ok('qemu_blockdev_backup', backup_args(vm, repo, **args))
 
 
 def test_full_then_incrementals_and_differential_restore_exactly(vm, ansible, repo):
@@ -51,7 +28,7 @@ def test_full_then_incrementals_and_differential_restore_exactly(vm, ansible, re
     vm.write('vdb', 8 * MIB, 2 * MIB, 0x12)
     full = backup(ansible, vm, repo)
     assert full['level'] == 'full' and 'no full backup' in full['reason']
-    points = [(full, snapshot(vm, 'p0'))]
+    points = [(full, guest_content(vm, 'p0'))]
     for round_ in range(1, 4):
         vm.write('vda', round_ * MIB, 65536, 0x20 + round_)
         vm.write('vdb', (10 + round_) * MIB, 4096, 0x30 + round_)
@@ -59,15 +36,15 @@ def test_full_then_incrementals_and_differential_restore_exactly(vm, ansible, re
         result = backup(ansible, vm, repo)
         assert result['level'] == 'incremental' and result['parent'] == points[-1][0]['backup_id']
         assert result['chain'] == full['backup_id']
-        points.append((result, snapshot(vm, 'p%d' % round_)))
+        points.append((result, guest_content(vm, 'p%d' % round_)))
     vm.write('vdb', 20 * MIB, MIB, 0x40)
     diff = backup(ansible, vm, repo, level='differential')
     assert diff['parent'] == full['backup_id']
-    points.append((diff, snapshot(vm, 'pdiff')))
+    points.append((diff, guest_content(vm, 'pdiff')))
     vm.write('vda', 30 * MIB, MIB, 0x50)
     after_diff = backup(ansible, vm, repo)
     assert after_diff['parent'] == diff['backup_id']
-    points.append((after_diff, snapshot(vm, 'pafter')))
+    points.append((after_diff, guest_content(vm, 'pafter')))
     for result, shadows in points:
         assert_restores_to(vm, result, shadows)
     # A differential needs only the full: its backing file is the full's image.
@@ -82,7 +59,7 @@ def test_full_then_incrementals_and_differential_restore_exactly(vm, ansible, re
 def test_backup_holds_the_instant_while_the_guest_writes_during_it(vm, ansible, repo):
     vm.write('vda', 0, 8 * MIB, 0x61)
     vm.write('vdb', 0, 8 * MIB, 0x62)
-    before = snapshot(vm, 'before')
+    before = guest_content(vm, 'before')
     writer_error = []
 
     def write_during_backup():
@@ -100,7 +77,7 @@ def test_backup_holds_the_instant_while_the_guest_writes_during_it(vm, ansible, 
     writer.join()
     assert not writer_error, writer_error
     assert_restores_to(vm, result, before)
-    after = snapshot(vm, 'after')
+    after = guest_content(vm, 'after')
     incremental = backup(ansible, vm, repo)
     assert incremental['level'] == 'incremental'
     assert_restores_to(vm, incremental, after)
@@ -111,11 +88,11 @@ def test_without_fleecing(vm, ansible, repo):
     vm.write('vda', 0, MIB, 0x13)
     full = backup(ansible, vm, repo, fleecing=False)
     assert full['fleecing'] is False
-    first = snapshot(vm, 'a')
+    first = guest_content(vm, 'a')
     vm.write('vdb', 3 * MIB, MIB, 0x14)
     inc = backup(ansible, vm, repo, fleecing=False)
     assert_restores_to(vm, full, first)
-    assert_restores_to(vm, inc, snapshot(vm, 'b'))
+    assert_restores_to(vm, inc, guest_content(vm, 'b'))
     assert vm.leftovers() == []
 
 
@@ -176,9 +153,9 @@ def test_explicit_incremental_without_chain_fails_and_auto_takes_full(vm, ansibl
     vm.write('vda', 0, MIB, 0x18)
     result = backup(ansible, vm, repo)
     assert result['level'] == 'full' and ('inconsistent' in result['reason'] or 'missing' in result['reason'])
-    assert_restores_to(vm, result, snapshot(vm, 'x'))
+    assert_restores_to(vm, result, guest_content(vm, 'x'))
     vm.write('vdb', 0, MIB, 0x19)
-    assert_restores_to(vm, backup(ansible, vm, repo), snapshot(vm, 'y'))
+    assert_restores_to(vm, backup(ansible, vm, repo), guest_content(vm, 'y'))
 
 
 def test_missing_chain_file_or_resized_disk_forces_full(vm, ansible, repo):
@@ -194,7 +171,7 @@ def test_missing_chain_file_or_resized_disk_forces_full(vm, ansible, repo):
     with open(vm.shadow('vda'), 'r+b') as shadow:
         shadow.truncate(128 * MIB)
     vm.write('vda', 100 * MIB, MIB, 0x1a)
-    assert_restores_to(vm, backup(ansible, vm, repo), snapshot(vm, 'z'))
+    assert_restores_to(vm, backup(ansible, vm, repo), guest_content(vm, 'z'))
 
 
 def test_two_repositories_do_not_steal_changes(vm, ansible, workdir):
@@ -209,7 +186,7 @@ def test_two_repositories_do_not_steal_changes(vm, ansible, workdir):
     vm.write('vda', 4 * MIB, MIB, 0x23)
     result = backup(ansible, vm, first)
     assert result['level'] == 'incremental'
-    assert_restores_to(vm, result, snapshot(vm, 'now'))   # holds all three writes
+    assert_restores_to(vm, result, guest_content(vm, 'now'))   # holds all three writes
     assert sum(d['bytes_written'] for d in result['disks']) == 3 * MIB
 
 
@@ -222,7 +199,7 @@ def test_exclude_raw_and_named_disks(make_vm, ansible, repo):
     vm.write('rawdisk', 2 * MIB, MIB, 0x25)
     inc = backup(ansible, vm, repo)         # raw disks get a bitmap that lasts while QEMU runs
     assert inc['level'] == 'incremental'
-    assert_restores_to(vm, inc, snapshot(vm, 'r', disks=('vda', 'rawdisk')))
+    assert_restores_to(vm, inc, guest_content(vm, 'r', disks=('vda', 'rawdisk')))
     only = backup(ansible, vm, repo, exclude_disks=['rawdisk'], level='copy')
     assert [d['disk'] for d in only['disks']] == ['vda']
     failure = ansible.failed('qemu_blockdev_backup', {'socket': vm.socket, 'target_dir': repo,

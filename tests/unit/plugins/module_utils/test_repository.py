@@ -1,0 +1,116 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, vmbackup.qemu developers
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import os
+import re
+import stat
+
+import pytest
+
+from ansible_collections.vmbackup.qemu.plugins.module_utils.repository import (
+    RepositoryError,
+    VMRepository,
+    new_backup_id,
+    safe_component,
+)
+
+
+def make_backup(repo, chain, backup_id, level, when, parent=None, disks=('vda',)):
+    """A published backup whose images are plain files (content is not read here)."""
+    repo.chain_dir(chain, create=True)
+    for disk in disks:
+        with open(repo.partial_image(chain, backup_id, disk), 'w') as handle:
+            handle.write('image')
+    repo.publish({'id': backup_id, 'chain': chain, 'level': level, 'time': when, 'parent': parent,
+                  'disks': [{'disk': d, 'file': repo.image_name(backup_id, d), 'virtual_size': 1} for d in disks]})
+
+
+@pytest.fixture
+def repo(tmp_path):
+    repository = VMRepository(str(tmp_path), 'web1')
+    repository.ensure()
+    return repository
+
+
+def test_ensure_creates_a_private_repository_once(repo, tmp_path):
+    first = repo.repository_id
+    assert len(first) == 16
+    assert stat.S_IMODE(os.stat(repo.root).st_mode) == 0o700
+    assert VMRepository(str(tmp_path), 'web1').ensure()['id'] == first
+
+
+def test_missing_target_dir_is_not_created(tmp_path):
+    with pytest.raises(RepositoryError) as err:
+        VMRepository(str(tmp_path / 'not-mounted'), 'web1').ensure()
+    assert 'does not exist' in err.value.msg
+    assert not (tmp_path / 'not-mounted').exists()
+
+
+@pytest.mark.parametrize('name', ['', '.', '..', 'a/b', '.hidden'])
+def test_bad_vm_names(tmp_path, name):
+    with pytest.raises(RepositoryError):
+        VMRepository(str(tmp_path), name)
+
+
+def test_publish_makes_a_backup_visible(repo):
+    make_backup(repo, 'c1', 'c1', 'full', 1.0)
+    chain = repo.latest_chain()
+    assert chain.id == 'c1' and chain.full.id == 'c1'
+    assert os.path.isfile(chain.last.image('vda'))
+    assert sorted(os.listdir(chain.path)) == ['c1.json', 'c1.vda.qcow2']
+    assert stat.S_IMODE(os.stat(os.path.join(chain.path, 'c1.json')).st_mode) == 0o600
+
+
+def test_lock_is_exclusive(repo):
+    repo.lock()
+    other = VMRepository(repo.target_dir, 'web1')
+    with pytest.raises(RepositoryError) as err:
+        other.lock()
+    assert 'another backup' in err.value.msg
+    repo.unlock()
+    other.lock()
+    other.unlock()
+
+
+def test_prune_keeps_newest_chains_and_the_chain_in_use(repo):
+    make_backup(repo, 'a', 'a', 'full', 1.0)
+    make_backup(repo, 'a', 'a2', 'incremental', 2.0, parent='a')
+    make_backup(repo, 'copy1', 'copy1', 'copy', 2.5)
+    make_backup(repo, 'b', 'b', 'full', 3.0)
+    make_backup(repo, 'c', 'c', 'full', 4.0)
+    assert repo.prune(1, in_use='b') == ['a']          # c is newest; b is in use
+    assert sorted(c.id for c in repo.chains()) == ['b', 'c', 'copy1']
+    assert repo.prune(1, in_use='c') == ['b']
+    assert sorted(c.id for c in repo.chains()) == ['c', 'copy1']   # copies are not counted
+
+
+def test_remove_unpublished(repo):
+    make_backup(repo, 'a', 'a', 'full', 1.0)
+    chain_dir = repo.chain_dir('a')
+    leftovers = [repo.partial_image('a', new_backup_id(), 'vda'),
+                 os.path.join(chain_dir, repo.image_name(new_backup_id(), 'vda'))]   # renamed, no manifest
+    for path in leftovers:
+        with open(path, 'w') as handle:
+            handle.write('x')
+    hidden = os.path.join(repo.root, '.old.deleting')
+    os.mkdir(hidden)
+    empty = repo.chain_dir('empty', create=True)
+    removed = repo.remove_unpublished()
+    assert sorted(removed) == sorted(leftovers + [hidden, empty])
+    assert repo.latest_chain().last.id == 'a' and os.path.isfile(repo.latest_chain().last.image('vda'))
+
+
+def test_unreadable_manifest_is_not_a_base(repo):
+    make_backup(repo, 'a', 'a', 'full', 1.0)
+    with open(os.path.join(repo.chain_dir('a'), 'a.json'), 'w') as handle:
+        handle.write('{not json')
+    assert repo.chains() == []
+
+
+def test_names():
+    assert safe_component('#block123') == '_block123'
+    assert re.match(r'^19700101T000000Z-[0-9a-f]{4}$', new_backup_id(0))

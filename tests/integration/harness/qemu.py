@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -211,14 +212,33 @@ class TestVM(object):
         self._log = open(self.log_path, 'ab')
         self.process = subprocess.Popen(self.command_line(), stdout=self._log, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, env=self.qemu.env())
+        # A socket file exists from bind() on, but QEMU listens a moment
+        # later: wait until the last monitor answers (QEMU sets them up in
+        # order, so every earlier one answers by then too).
         deadline = time.monotonic() + 30
-        while not all(os.path.exists(p) for p in [self.socket] + self.test_sockets):
+        last = len(self.test_sockets) - 1
+        while True:
             if self.process.poll() is not None:
                 raise RuntimeError('QEMU exited at start (%s): %s' % (self.process.returncode, self.log()))
             if time.monotonic() > deadline:
-                raise RuntimeError('QEMU did not create its sockets: %s' % self.log())
+                raise RuntimeError('QEMU did not open its monitors: %s' % self.log())
+            if self._answers(self.test_sockets[last]):
+                return self
             time.sleep(0.02)
-        return self
+
+    @staticmethod
+    def _answers(path):
+        """True when a QMP greeting comes from ``path`` (a plain probe: a
+        monitor object would tie itself to this thread's event loop)."""
+        probe = socket.socket(socket.AF_UNIX)
+        probe.settimeout(5)
+        try:
+            probe.connect(path)
+            return probe.recv(1) == b'{'
+        except OSError:
+            return False
+        finally:
+            probe.close()
 
     def running(self):
         return self.process is not None and self.process.poll() is None

@@ -192,7 +192,7 @@ class BackupRun(object):
             raise BackupError('cannot use the repository %s: %s' % (repo.root, exc))
         try:
             self.result['cleaned'] = remove_leftovers(vm, params.get('fleece_dir')) + repo.remove_unpublished()
-            disks, skipped = self.select()  # again: cleaning may have switched devices back
+            disks, self.result['skipped_disks'] = self.select()  # again: cleaning may have switched devices back
             level, reason, chain = self.decide_level(repo, disks)
             self.result.update(vm=vm_name, level=level, reason=reason)
             self._remove_stale_bitmaps(repo, disks)

@@ -55,8 +55,8 @@ def test_failing_fleece_store_fails_the_backup_never_the_guest(vm, ansible, repo
     before = guest_content(vm, 'before')
     ansible.ok('qemu_blockdev_backup', backup_args(vm, repo))
     with small_filesystem(os.path.join(workdir, 'fleece'), '1m') as fleece_dir:
-        proc = ansible.spawn('qemu_blockdev_backup', backup_args(vm, repo, fleece_dir=fleece_dir, level='full',
-                                                            speed=MIB))
+        args = backup_args(vm, repo, fleece_dir=fleece_dir, level='full', speed=MIB)
+        proc = ansible.spawn('qemu_blockdev_backup', args)
         vm.wait_for_job('vmb-')
         # Overwriting 8 MiB the backup has not copied yet needs 8 MiB of old
         # data in the 1 MiB fleece store: the snapshot breaks, the writes succeed.
@@ -131,12 +131,12 @@ def test_guest_agent_freeze_and_thaw(vm, ansible, repo, workdir):
         assert agent.frozen is False
 
         agent.mode = 'silent'
-        result = ansible.ok('qemu_blockdev_backup', backup_args(vm, repo, guest_agent_socket=agent.socket_path,
-                                                           timeout=2))
+        args = backup_args(vm, repo, guest_agent_socket=agent.socket_path, timeout=2)
+        result = ansible.ok('qemu_blockdev_backup', args)
         assert result['frozen']['frozen'] is False and 'crash-consistent' in result['_output']
         before = repository_files(repo)
-        failure = ansible.failed('qemu_blockdev_backup', backup_args(vm, repo, guest_agent_socket=agent.socket_path,
-                                                                freeze='required', timeout=2))
+        args = backup_args(vm, repo, guest_agent_socket=agent.socket_path, freeze='required', timeout=2)
+        failure = ansible.failed('qemu_blockdev_backup', args)
         assert agent.socket_path in failure['msg'] and 'required' in failure['msg']
         assert repository_files(repo) == before
         assert vm.leftovers() == []

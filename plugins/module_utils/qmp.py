@@ -178,16 +178,7 @@ class QMPConnection(object):
             arguments['properties'] = {'completion-mode': completion_mode}
         return self.execute('transaction', arguments)
 
-    def human_monitor_command(self, command_line):
-        return self.execute('human-monitor-command', {'command-line': command_line})
-
     # -- events and jobs ----------------------------------------------------
-
-    def drain_events(self):
-        """Return (and forget) the events received so far."""
-        if self._client is None:
-            return []
-        return [dict(event) for event in self._client.events.clear()]
 
     def wait_event(self, names, timeout):
         """Wait up to ``timeout`` seconds for one of the events ``names``.

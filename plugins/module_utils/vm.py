@@ -280,6 +280,3 @@ class VM(object):
             else:
                 selected.append(disk)
         return selected, skipped
-
-    def jobs(self):
-        return self.qmp.query_jobs()

@@ -10,10 +10,10 @@ Starts ``--vms`` test-bed VMs (tests/integration/harness, no guest OS), each
 with one 64 MiB qcow2 disk holding a few MiB the "guest" wrote, and running
 (``cont``). Then, for each ``--parallel`` value, ansible-playbook runs the
 role vmbackup.qemu.backup over all of them twice: full backups into a fresh
-repository, then incrementals after a small write. Also timed: a no-op
-ansible-playbook run (the fixed cost of starting ansible-playbook).
+repository, then incrementals after a small write. Before each run, a no-op
+ansible-playbook run is timed: the fixed cost of starting ansible-playbook.
 
-    overhead per VM = (wall time - no-op run - data copy) / VMs
+    overhead per VM = (wall time - no-op run (median) - data copy) / VMs
 
 where "data copy" is what the module itself measured (the summary's
 ``duration`` per VM: QMP work and copy): the sum with ``qemu_backup_parallel``
@@ -21,9 +21,14 @@ where "data copy" is what the module itself measured (the summary's
 
 A callback plugin (written into the work directory, enabled only for these
 runs) timestamps every task and loop item, so the report also says where the
-time goes: per task, and per VM along the life of a backup (start it, the
-module's work outside ``duration``, the delay until async_status sees it
-finished, the bookkeeping after).
+time goes: per task, and per batch (start the backups, wait for them, the
+delay between the last one ending and the role noticing it, the bookkeeping
+after) and per VM (the module's own work outside ``duration``).
+
+To measure a change: ``--variant`` runs ansible-playbook with other settings
+(e.g. pipelining), ``--role`` (with ``--roles-path``) runs a modified copy of
+the role; several of either are interleaved run by run, for fair comparisons
+on a busy host.
 
 Exit status: 0 when the benchmark ran (whatever the overhead: it informs, it
 does not gate), 2 on any failure.

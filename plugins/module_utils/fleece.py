@@ -41,6 +41,7 @@ cleans what a killed run left."""
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import hashlib
 import os
 import time
 
@@ -54,6 +55,17 @@ from ansible_collections.vmbackup.qemu.plugins.module_utils.errors import (
 NODE_PREFIX = 'vmb-'
 CBW_TIMEOUT = 45  # seconds; below the 60 s after which guests give up on a disk
 FLEECE_SUFFIX = '.fleece.raw'
+
+
+def fleece_owner(vm):
+    """A short key of the VM (its QMP socket), so that runs for several VMs can
+    share one fleece_dir and each cleans only its own VM's leftovers."""
+    path = os.path.realpath(vm.qmp.socket_path)
+    return hashlib.sha256(path.encode('utf-8')).hexdigest()[:8]
+
+
+def fleece_prefix(vm):
+    return '%s%s-' % (NODE_PREFIX, fleece_owner(vm))
 
 
 def node_name(run_id, role, index):
@@ -119,7 +131,8 @@ class FleeceView(object):
         self._switched = set()       # disks whose device writes through our cbw
 
     def fleece_file(self, index):
-        return os.path.join(self.fleece_dir, '%s%s-%d%s' % (NODE_PREFIX, self.run_id, index, FLEECE_SUFFIX))
+        return os.path.join(self.fleece_dir, '%s%s-%d%s' % (fleece_prefix(self.vm), self.run_id, index,
+                                                            FLEECE_SUFFIX))
 
     def create(self, before_switch=(), after_switch=lambda snapshot_nodes: ()):
         """Build the view. ``before_switch`` is a list of transaction actions;
@@ -254,7 +267,8 @@ def remove_leftovers(vm, fleece_dir=None, job_timeout=60):
             removed.append('file %s' % filename)
     if fleece_dir and os.path.isdir(fleece_dir):
         for entry in os.listdir(fleece_dir):
-            if entry.startswith(NODE_PREFIX) and entry.endswith(FLEECE_SUFFIX):
+            # Only this VM's: other VMs' backups may be using the same fleece_dir right now.
+            if entry.startswith(fleece_prefix(vm)) and entry.endswith(FLEECE_SUFFIX):
                 os.unlink(os.path.join(fleece_dir, entry))
                 removed.append('file %s' % os.path.join(fleece_dir, entry))
     return removed

@@ -144,3 +144,25 @@ def test_guest_agent_freeze_and_thaw(vm, ansible, repo, workdir):
         agent.stop()
     failure = ansible.failed('qemu_blockdev_backup', backup_args(vm, repo, freeze='required'))
     assert 'guest_agent_socket' in failure['msg']
+
+
+def test_shared_fleece_dir_each_vm_cleans_only_its_own(make_vm, ansible, workdir):
+    shared = os.path.join(workdir, 'fleece')
+    os.mkdir(shared)
+    first = make_vm(name='first')
+    second = make_vm(name='second')
+    repo = os.path.join(workdir, 'repo')
+    os.mkdir(repo)
+    second.write('vda', 0, 8 * MIB, 0x81)
+    proc = ansible.spawn('qemu_blockdev_backup', backup_args(second, repo, fleece_dir=shared, speed=MIB))
+    second.wait_for_job('vmb-')
+    ansible.kill_module(proc, 'qemu_blockdev_backup')
+    left = sorted(os.listdir(shared))
+    assert left, 'the killed run left no fleece file to protect'
+    # Another VM's run, sharing the fleece directory, must not touch them
+    # (they could be in use by a live backup of that VM).
+    ansible.ok('qemu_blockdev_backup', backup_args(first, repo, fleece_dir=shared))
+    assert sorted(os.listdir(shared)) == left
+    result = ansible.ok('qemu_blockdev_backup', backup_args(second, repo, fleece_dir=shared))
+    assert os.listdir(shared) == [] and result['cleaned']
+    assert_restores_to(second, result, guest_content(second, 'now'))

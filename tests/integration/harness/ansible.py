@@ -69,9 +69,10 @@ class AnsibleRunner(object):
         result['_rc'] = proc.returncode
         return result
 
-    @staticmethod
-    def module_pids(name):
-        """Pids of running module processes of vmbackup.qemu.NAME.
+    def module_pids(self, name):
+        """Pids of this runner's running module processes of vmbackup.qemu.NAME
+        (their AnsiballZ file lies in this runner's remote tmp; other tests'
+        or benchmarks' modules on the host are left alone).
 
         ansible runs a module in a session of its own, so killing the
         ansible process group does not reach it."""
@@ -84,7 +85,7 @@ class AnsibleRunner(object):
                     cmdline = handle.read()
             except IOError:
                 continue
-            if b'AnsiballZ_%s.py' % name.encode() in cmdline:
+            if b'AnsiballZ_%s.py' % name.encode() in cmdline and self.workdir.encode() in cmdline:
                 pids.append(int(entry))
         return pids
 

@@ -61,6 +61,36 @@ def describe_qmp_socket_problem(path):
     return None
 
 
+def connect_error_message(path, cause):
+    """The message for a failed connection to the QMP socket ``path``."""
+    if isinstance(cause, PermissionError):
+        return ('permission denied connecting to QMP socket %s: run as a user who may write '
+                'to it (for example with become: true)' % path)
+    if isinstance(cause, ConnectionRefusedError):
+        return ('nothing is listening on QMP socket %s (connection refused): the VM that '
+                'created it has probably exited; start the VM or remove the stale socket' % path)
+    if isinstance(cause, (ProtocolError, ValueError)):
+        return ('%s does not speak QMP (%s): point socket at the VM\'s QMP monitor (-qmp), '
+                'not at a HMP, serial or guest agent socket' % (path, cause))
+    if isinstance(cause, EOFError):
+        return ('QMP socket %s closed the connection before the QMP greeting: QEMU is '
+                'probably shutting down' % path)
+    return 'cannot connect to QMP socket %s: %s' % (path, cause)
+
+
+def ignore_missing(call, *args, **kwargs):
+    """Run a teardown step; a thing that is already gone is success.
+    Returns whether it was there."""
+    try:
+        call(*args, **kwargs)
+        return True
+    except QMPCommandError as exc:
+        desc = (exc.desc or '').lower()
+        if exc.error_class in ('DeviceNotFound',) or 'not found' in desc or 'cannot find' in desc:
+            return False
+        raise
+
+
 class QMPConnection(object):
     """A connected QMP monitor of one QEMU process."""
 
@@ -102,20 +132,7 @@ class QMPConnection(object):
         return self
 
     def _connect_error_message(self, cause):
-        path = self.socket_path
-        if isinstance(cause, PermissionError):
-            return ('permission denied connecting to QMP socket %s: run as a user who may write '
-                    'to it (for example with become: true)' % path)
-        if isinstance(cause, ConnectionRefusedError):
-            return ('nothing is listening on QMP socket %s (connection refused): the VM that '
-                    'created it has probably exited; start the VM or remove the stale socket' % path)
-        if isinstance(cause, (ProtocolError, ValueError)):
-            return ('%s does not speak QMP (%s): point socket at the VM\'s QMP monitor (-qmp), '
-                    'not at a HMP, serial or guest agent socket' % (path, cause))
-        if isinstance(cause, EOFError):
-            return ('QMP socket %s closed the connection before the QMP greeting: QEMU is '
-                    'probably shutting down' % path)
-        return 'cannot connect to QMP socket %s: %s' % (path, cause)
+        return connect_error_message(self.socket_path, cause)
 
     def _abandon(self):
         if self._client is not None:
@@ -206,6 +223,21 @@ class QMPConnection(object):
         if job_ids is None:
             return dict((job['id'], job) for job in jobs)
         return dict((job['id'], job) for job in jobs if job['id'] in job_ids)
+
+    def end_jobs(self, job_ids, timeout=60):
+        """Cancel those of ``job_ids`` that have not concluded, wait until
+        they have and dismiss them all: none is left in QEMU afterwards.
+        (QEMU takes job-cancel only before a job concludes, job-dismiss only
+        after.) Returns the ids of the jobs that were there."""
+        jobs = self.query_jobs(job_ids)
+        for job_id, job in jobs.items():
+            if job['status'] != 'concluded':
+                ignore_missing(self.execute, 'job-cancel', {'id': job_id})
+        if jobs:
+            self.wait_jobs(jobs, settled_states=('concluded', 'null'), timeout=timeout)
+            for job_id in jobs:
+                ignore_missing(self.execute, 'job-dismiss', {'id': job_id})
+        return sorted(jobs)
 
     def wait_jobs(self, job_ids, settled_states=JOB_SETTLED_STATES, timeout=None,
                   progress=None, poll_interval=1.0, stop_when=None):

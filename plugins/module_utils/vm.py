@@ -232,6 +232,21 @@ class VM(object):
                 return by_id[edge['child']].get('name')
         return None
 
+    def switch_drive(self, qdev, node):
+        """Make the device ``qdev`` write through ``node``; False if it already does.
+
+        ``qom-set drive`` to the node a device already uses aborts QEMU
+        (bdrv_replace_child_noperm: Assertion 'old_bs != new_bs'), so the
+        current node is checked first, on every QEMU."""
+        for info in self.qmp.execute('query-block'):
+            if info.get('qdev') == qdev:
+                if (info.get('inserted') or {}).get('node-name') == node:
+                    return False
+                self.qmp.execute('qom-set', {'path': qdev, 'property': 'drive', 'value': node})
+                return True
+        raise DiskSelectionError('device %s is gone from the VM: it cannot be switched to node %s'
+                                 % (qdev, node), device=qdev)
+
     def disks(self):
         """Every disk of the VM, in QEMU's order."""
         self._graph = None

@@ -48,10 +48,19 @@ def test_not_a_qmp_server(ansible, workdir):
     server.listen(1)
 
     def answer_like_ssh():
-        conn = server.accept()[0]
-        conn.sendall(b'SSH-2.0-OpenSSH_9.2\r\n')
-        conn.recv(100)
-        conn.close()
+        # Every connection: the module's lock probes the socket's peer
+        # before its QMP client connects.
+        while True:
+            try:
+                conn = server.accept()[0]
+            except OSError:
+                return
+            try:
+                conn.sendall(b'SSH-2.0-OpenSSH_9.2\r\n')
+                conn.recv(100)
+            except OSError:
+                pass
+            conn.close()
 
     thread = threading.Thread(target=answer_like_ssh)
     thread.daemon = True

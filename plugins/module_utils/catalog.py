@@ -11,6 +11,7 @@ import json
 import os
 
 from ansible_collections.vmbackup.qemu.plugins.module_utils import qemu_img
+from ansible_collections.vmbackup.qemu.plugins.module_utils.paths import directory_problem
 from ansible_collections.vmbackup.qemu.plugins.module_utils.repository import (
     MANIFEST_SUFFIX,
     RepositoryError,
@@ -19,9 +20,9 @@ from ansible_collections.vmbackup.qemu.plugins.module_utils.repository import (
 
 
 def list_vms(target_dir):
-    if not os.path.isdir(target_dir):
-        raise RepositoryError('target_dir %s does not exist: check the path, or mount the backup storage'
-                              % target_dir)
+    problem = directory_problem('target_dir', target_dir, 'check the path, or mount the backup storage')
+    if problem:
+        raise RepositoryError(problem)
     return sorted(name for name in os.listdir(target_dir)
                   if os.path.isfile(os.path.join(target_dir, name, 'repository.json')))
 

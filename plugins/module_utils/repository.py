@@ -28,12 +28,15 @@ import shutil
 import time
 
 from ansible_collections.vmbackup.qemu.plugins.module_utils.errors import VMBackupError
+from ansible_collections.vmbackup.qemu.plugins.module_utils.paths import directory_problem, vm_name_problem
 
 FORMAT_VERSION = 1
 MANIFEST_SUFFIX = '.json'
 PARTIAL_SUFFIX = '.partial'
 _SAFE_NAME = re.compile(r'[^A-Za-z0-9._-]')
 _BACKUP_ID = re.compile(r'^\d{8}T\d{6}Z-[0-9a-f]{4}$')
+TARGET_DIR_MISSING_HINT = ('create it, or mount the backup storage there (it is not created, so that a '
+                           'missing mount is not silently filled on the local disk)')
 
 
 class RepositoryError(VMBackupError):
@@ -120,9 +123,9 @@ class VMRepository(object):
     """The part of a repository that holds one VM's backups."""
 
     def __init__(self, target_dir, vm_name):
-        if not vm_name or vm_name in ('.', '..') or '/' in vm_name or vm_name.startswith('.'):
-            raise RepositoryError('vm_name %r cannot name a directory: use letters, digits, '
-                                  'dots, dashes and underscores' % (vm_name,))
+        problem = vm_name_problem(vm_name)
+        if problem:
+            raise RepositoryError(problem)
         self.target_dir = target_dir
         self.vm_name = vm_name
         self.root = os.path.join(target_dir, vm_name)
@@ -159,10 +162,9 @@ class VMRepository(object):
 
     def ensure(self):
         """Create the VM's directory and identity if they do not exist yet."""
-        if not os.path.isdir(self.target_dir):
-            raise RepositoryError('target_dir %s does not exist: create it, or mount the backup '
-                                  'storage there (it is not created, so that a missing mount is '
-                                  'not silently filled on the local disk)' % self.target_dir)
+        problem = directory_problem('target_dir', self.target_dir, TARGET_DIR_MISSING_HINT)
+        if problem:
+            raise RepositoryError(problem)
         if not os.path.isdir(self.root):
             os.mkdir(self.root, 0o700)
         if not self.exists():

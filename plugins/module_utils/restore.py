@@ -12,6 +12,7 @@ import os
 from ansible_collections.vmbackup.qemu.plugins.module_utils import qemu_img
 from ansible_collections.vmbackup.qemu.plugins.module_utils.catalog import ancestry, newest, open_vm
 from ansible_collections.vmbackup.qemu.plugins.module_utils.errors import VMBackupError
+from ansible_collections.vmbackup.qemu.plugins.module_utils.paths import is_inside
 
 
 class RestoreError(VMBackupError):
@@ -94,8 +95,19 @@ class DiskRestore(object):
                 os.unlink(tmp)
 
 
+def refuse_inside_repository(dest, target_dir):
+    """The repository is only read: no restore writes into it, through a
+    symlink or otherwise."""
+    if is_inside(dest, target_dir):
+        real = os.path.realpath(dest)
+        raise RestoreError('dest %s%s is inside the repository %s: the repository is only read; restore to '
+                           'a path outside target_dir' % (dest, ' (%s)' % real if real != dest else '',
+                                                          target_dir), dest=dest)
+
+
 def restore(params, check_mode):
     """The work of qemu_backup_restore; returns its result."""
+    refuse_inside_repository(params['dest'], params['target_dir'])
     repo = open_vm(params['target_dir'], params['vm_name'])
     chain, backup = find_backup(repo, params.get('backup_id'))
     fmt = params['format']
@@ -116,6 +128,8 @@ def restore(params, check_mode):
                                'directory' % params['dest'])
         plan = [(disk, os.path.join(params['dest'], '%s.%s' % (disk, fmt))) for disk in sorted(backup.disks)]
 
+    for _disk, dest in plan:
+        refuse_inside_repository(dest, params['target_dir'])
     restores = [DiskRestore(chain, backup, disk, dest, fmt) for disk, dest in plan]
     todo = []
     for item in restores:

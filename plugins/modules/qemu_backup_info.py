@@ -29,11 +29,15 @@ attributes:
     support: none
 options:
   target_dir:
-    description: The repository root.
+    description:
+      - The repository root. A relative path is taken from the module's working directory.
     type: path
     required: true
   vm_name:
-    description: Only this VM. Default is every VM of the repository.
+    description:
+      - Only this VM. Default is every VM of the repository.
+      - Letters, digits, dots, dashes and underscores, not starting with a dot. An empty string is refused (leave the
+        option out to list every VM).
     type: str
   verify:
     description: Check every image and every chain.
@@ -111,11 +115,12 @@ from ansible_collections.vmbackup.qemu.plugins.module_utils.catalog import (
     open_vm,
 )
 from ansible_collections.vmbackup.qemu.plugins.module_utils.module import run_guarded
+from ansible_collections.vmbackup.qemu.plugins.module_utils.paths import make_absolute, vm_name_problem
 from ansible_collections.vmbackup.qemu.plugins.module_utils.repository import VMRepository
 
 
 def inspect(params):
-    if params['vm_name']:
+    if params['vm_name'] is not None:
         repos = [open_vm(params['target_dir'], params['vm_name'])]
     else:
         repos = [VMRepository(params['target_dir'], name) for name in list_vms(params['target_dir'])]
@@ -150,6 +155,11 @@ def main():
         ),
         supports_check_mode=True,
     )
+    problem = make_absolute(module.params, ('target_dir',))
+    if not problem and module.params['vm_name'] is not None:
+        problem = vm_name_problem(module.params['vm_name'])
+    if problem:
+        module.fail_json(msg=problem)
     run_guarded(module, lambda: inspect(module.params))
 
 

@@ -31,11 +31,15 @@ attributes:
     support: none
 options:
   target_dir:
-    description: The repository root, as given to M(vmbackup.qemu.qemu_blockdev_backup).
+    description:
+      - The repository root, as given to M(vmbackup.qemu.qemu_blockdev_backup).
+      - A relative path is taken from the module's working directory.
     type: path
     required: true
   vm_name:
-    description: The VM's name in the repository.
+    description:
+      - The VM's name in the repository.
+      - Letters, digits, dots, dashes and underscores, not starting with a dot. An empty string is refused.
     type: str
     required: true
   disk:
@@ -43,12 +47,17 @@ options:
       - The disk to restore. O(dest) is then the image file to write.
       - Default is every disk of the backup; O(dest) is then a directory (created if missing) that gets one image per
         disk, named C(DISK.qcow2) or C(DISK.raw).
+      - An empty string is refused (leave the option out for every disk).
     type: str
   backup_id:
     description: The backup to restore. Default is the newest complete backup of the VM.
     type: str
   dest:
-    description: The image file to write (with O(disk)), or the directory for every disk's image.
+    description:
+      - The image file to write (with O(disk)), or the directory for every disk's image.
+      - Must lie outside O(target_dir), symlinks followed; a O(dest) inside the repository (equal to it, in a chain
+        directory, or reached through a symlink) is refused before anything is written.
+      - A relative path is taken from the module's working directory.
     type: path
     required: true
   format:
@@ -100,7 +109,7 @@ level:
   type: str
   sample: incremental
 dest:
-  description: O(dest) as given.
+  description: O(dest), made absolute.
   returned: success
   type: str
 format:
@@ -143,6 +152,7 @@ disks:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.vmbackup.qemu.plugins.module_utils.module import run_guarded
+from ansible_collections.vmbackup.qemu.plugins.module_utils.paths import make_absolute, vm_name_problem
 from ansible_collections.vmbackup.qemu.plugins.module_utils.restore import restore
 
 
@@ -160,6 +170,13 @@ def main():
         ),
         supports_check_mode=True,
     )
+    problem = (make_absolute(module.params, ('target_dir', 'dest'))
+               or vm_name_problem(module.params['vm_name'], required=True))
+    if module.params['disk'] == '':
+        problem = ('disk must not be empty (an empty string is not unset): name a disk, or leave disk out to '
+                   'restore every disk')
+    if problem:
+        module.fail_json(msg=problem)
     run_guarded(module, lambda: restore(module.params, module.check_mode))
 
 

@@ -40,13 +40,17 @@ options:
   target_dir:
     description:
       - The repository root. Each VM gets a directory below it.
-      - Must exist; it is not created, so that a missing mount is noticed and not filled on the local disk.
+      - Must exist and be a directory; it is not created, so that a missing mount is noticed and not filled on the
+        local disk.
+      - A relative path is taken from the module's working directory (it is made absolute before QEMU sees it).
     type: path
     required: true
   vm_name:
     description:
       - Name of the VM's directory in the repository.
-      - Default is the VM's QEMU C(-name).
+      - Letters, digits, dots, dashes and underscores, not starting with a dot. An empty string is refused; leave the
+        option out for the default.
+      - Default is the VM's QEMU C(-name), which must follow the same rule.
     type: str
   level:
     description:
@@ -99,6 +103,8 @@ options:
     description:
       - Directory for the temporary fleece images, on fast local storage (not the backup target). They are sparse and
         grow only by the data the guest overwrites during the backup. Removed afterwards.
+      - Must be an existing directory unless O(fleecing=false). A relative path is taken from the module's working
+        directory.
     type: path
     default: /var/tmp
   speed:
@@ -115,6 +121,7 @@ options:
     description:
       - Path of the UNIX socket of the VM's guest agent (C(qemu-ga)), to freeze the guest's filesystems at the
         backup's instant for a filesystem-consistent backup.
+      - A relative path is taken from the module's working directory. An empty string is refused.
     type: path
   freeze:
     description:
@@ -129,6 +136,7 @@ options:
   job_timeout:
     description:
       - Seconds the backup jobs may take. Past that they are cancelled and the backup fails. Default is no limit.
+      - Must be a positive number; V(0) or a negative number is refused.
     type: int
 notes:
   - Dirty bitmaps live in the qcow2 images of the VM's disks. After QEMU is killed they are inconsistent, and the
@@ -237,9 +245,20 @@ frozen:
   type: dict
   sample: {frozen: false, filesystems: 0, seconds: 0.0, reason: no guest_agent_socket given}
 fleecing:
-  description: Whether the backup was taken from a fleeced point-in-time view.
+  description:
+    - Whether the backup was taken from a fleeced point-in-time view. In check mode, whether it would be.
   returned: changed
   type: bool
+cbw_timeout:
+  description:
+    - With fleecing, the seconds a guest write may wait for its old data to be copied into the fleece image before
+      the snapshot is broken instead (the backup then fails; the guest write goes on). V(null) without fleecing.
+    - V(45), or V(4) on QEMU before 9.1, which stores this timeout in 32-bit nanoseconds so that longer values wrap
+      to a few seconds (fixed upstream by "block/copy-before-write - use uint64_t for timeout in nanoseconds").
+    - In check mode, the timeout the run would use.
+  returned: success
+  type: int
+  sample: 45
 pause_seconds:
   description: Seconds the vCPUs were stopped to give every disk the same instant (0 when not needed).
   returned: changed
@@ -267,6 +286,30 @@ duration:
 
 from ansible_collections.vmbackup.qemu.plugins.module_utils.backup import BackupRun, LEVELS
 from ansible_collections.vmbackup.qemu.plugins.module_utils.module import QMPModule
+from ansible_collections.vmbackup.qemu.plugins.module_utils.paths import (
+    directory_problem,
+    make_absolute,
+    vm_name_problem,
+)
+from ansible_collections.vmbackup.qemu.plugins.module_utils.repository import TARGET_DIR_MISSING_HINT
+
+
+def paths_and_names_problem(params):
+    """Make the paths absolute (QEMU resolves relative ones against its own
+    working directory); return why the paths or names cannot be used, or None."""
+    problem = make_absolute(params, ('target_dir', 'fleece_dir', 'guest_agent_socket'))
+    if problem:
+        return problem
+    if params['vm_name'] is not None and vm_name_problem(params['vm_name']):
+        return vm_name_problem(params['vm_name'])
+    if params['job_timeout'] is not None and params['job_timeout'] <= 0:
+        return ('job_timeout must be a positive number of seconds (leave it out for no limit), got %d'
+                % params['job_timeout'])
+    problem = directory_problem('target_dir', params['target_dir'], TARGET_DIR_MISSING_HINT)
+    if problem is None and params['fleecing'] is not False:
+        problem = directory_problem('fleece_dir', params['fleece_dir'],
+                                    'create it on fast local storage, or set fleecing: false')
+    return problem
 
 
 def main():
@@ -291,6 +334,9 @@ def main():
     for option in ('speed', 'full_every', 'keep_chains'):
         if qmp_module.params[option] < 0:
             qmp_module.fail('%s must be 0 or a positive number, got %d' % (option, qmp_module.params[option]))
+    problem = paths_and_names_problem(qmp_module.params)
+    if problem:
+        qmp_module.fail(problem)
 
     def work(vm):
         run = BackupRun(vm, qmp_module.params, warn=qmp_module.module.warn,

@@ -38,8 +38,9 @@ class AnsibleRunner(object):
         self.ansible = os.path.join(bindir, 'ansible')
         self.ansible_playbook = os.path.join(bindir, 'ansible-playbook')
 
-    def spawn(self, name, args, check=False, diff=False):
-        """Start module vmbackup.qemu.NAME in the background; see collect()."""
+    def spawn(self, name, args, check=False, diff=False, cwd=None):
+        """Start module vmbackup.qemu.NAME in the background (in directory
+        ``cwd``, default the tests' own); see collect()."""
         self.count += 1
         tree = os.path.join(self.workdir, 'tree-%d' % self.count)
         cmd = [self.ansible, 'localhost', '-c', 'local', '-i', 'localhost,',
@@ -50,7 +51,7 @@ class AnsibleRunner(object):
             # The tree callback keeps `diff` in results only at -vvv.
             cmd += ['--diff', '-vvv']
         proc = subprocess.Popen(cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                universal_newlines=True, start_new_session=True)
+                                universal_newlines=True, start_new_session=True, cwd=cwd)
         proc.tree = tree
         return proc
 
@@ -103,9 +104,9 @@ class AnsibleRunner(object):
         proc.kill()
         proc.communicate()
 
-    def module(self, name, args, check=False, diff=False, timeout=600):
+    def module(self, name, args, check=False, diff=False, timeout=600, cwd=None):
         """Run module vmbackup.qemu.NAME with ``args`` (a dict); return its result."""
-        return self.collect(self.spawn(name, args, check=check, diff=diff), timeout=timeout)
+        return self.collect(self.spawn(name, args, check=check, diff=diff, cwd=cwd), timeout=timeout)
 
     def playbook(self, text, extra_vars=None, timeout=1200):
         """Run a playbook given as YAML text against localhost.

@@ -50,7 +50,15 @@ def test_missing_target_dir_is_not_created(tmp_path):
     assert not (tmp_path / 'not-mounted').exists()
 
 
-@pytest.mark.parametrize('name', ['', '.', '..', 'a/b', '.hidden'])
+def test_target_dir_that_is_a_file_is_not_a_directory(tmp_path):
+    plain = tmp_path / 'plain'
+    plain.write_text(u'x')
+    with pytest.raises(RepositoryError) as err:
+        VMRepository(str(plain), 'web1').ensure()
+    assert 'is not a directory' in err.value.msg and 'does not exist' not in err.value.msg
+
+
+@pytest.mark.parametrize('name', ['', '.', '..', 'a/b', '.hidden', 'web1\n', 'a\nb', 'sp ace'])
 def test_bad_vm_names(tmp_path, name):
     with pytest.raises(RepositoryError):
         VMRepository(str(tmp_path), name)

@@ -33,7 +33,6 @@ from ansible_collections.vmbackup.qemu.plugins.module_utils.errors import (
 )
 from ansible_collections.vmbackup.qemu.plugins.module_utils.fleece import (
     FleeceView,
-    ignore_missing,
     node_name,
     remove_leftovers,
 )
@@ -42,6 +41,8 @@ from ansible_collections.vmbackup.qemu.plugins.module_utils.guest_agent import (
     GuestAgentError,
     GuestAgentUnavailable,
 )
+from ansible_collections.vmbackup.qemu.plugins.module_utils.qmp import ignore_missing
+from ansible_collections.vmbackup.qemu.plugins.module_utils.quirks import cbw_timeout
 from ansible_collections.vmbackup.qemu.plugins.module_utils.repository import (
     FORMAT_VERSION,
     VMRepository,
@@ -122,7 +123,7 @@ class BackupRun(object):
         self.warn = warn or (lambda msg: None)
         self.check_mode = check_mode
         self.run_id = os.urandom(3).hex()
-        self.result = {'changed': False, 'skipped_disks': [], 'cleaned': []}
+        self.result = {'changed': False, 'skipped_disks': [], 'cleaned': [], 'cbw_timeout': None}
 
     # -- planning -------------------------------------------------------------
 
@@ -149,8 +150,8 @@ class BackupRun(object):
             return 'incremental', 'incremental on chain %s' % chain.id, chain
         problem = chain_problem(chain, disks, asked)
         if problem:
-            raise BackupError('cannot take a %s backup: %s. Take a full backup (level: full or auto)'
-                              % (asked, problem))
+            raise BackupError('cannot take %s %s backup: %s. Take a full backup (level: full or auto)'
+                              % ('an' if asked[0] in 'aeiou' else 'a', asked, problem))
         return asked, 'asked for', chain
 
     def estimate(self, level, chain, disks):
@@ -181,7 +182,9 @@ class BackupRun(object):
         self.result['skipped_disks'] = skipped
         if self.check_mode:
             level, reason, chain = self.decide_level(repo, disks)
-            self.result.update(changed=True, level=level, reason=reason, vm=vm_name,
+            fleecing = self._fleecing_wanted()
+            self.result.update(changed=True, level=level, reason=reason, vm=vm_name, fleecing=fleecing,
+                               cbw_timeout=cbw_timeout(vm.version) if fleecing else None,
                                bytes_estimated=self.estimate(level, chain, disks),
                                disks=[{'disk': d.name, 'node': d.node} for d in disks])
             return self.result
@@ -303,6 +306,7 @@ class BackupRun(object):
             with GuestFreeze(params, self.warn) as freeze:
                 if fleecing:
                     view = FleeceView(vm, disks, self.run_id, params['fleece_dir'])
+                    self.result['cbw_timeout'] = view.cbw_timeout
                     snaps = view.create(before, freeze_copies)
                     self.result['pause_seconds'] = round(view.pause_seconds, 4)
                 else:
@@ -434,13 +438,8 @@ class BackupRun(object):
                 except Exception as err:  # pylint: disable=broad-except
                     problems.append('%s: %s' % (what, err))
 
-            live = [j for j in jobs if j in qmp.query_jobs()] if jobs else []
-            for job_id in live:
-                attempt('cancel ' + job_id, ignore_missing, qmp.execute, 'job-cancel', {'id': job_id})
-            if live:
-                attempt('wait for cancelled jobs', qmp.wait_jobs, live, ('concluded', 'null'), 60)
-                for job_id in live:
-                    attempt('dismiss ' + job_id, ignore_missing, qmp.execute, 'job-dismiss', {'id': job_id})
+            if jobs:
+                attempt('end the jobs', qmp.end_jobs, list(jobs))
             if view is not None:
                 attempt('fleecing teardown', view.teardown)
             for target in targets.values():
@@ -462,9 +461,13 @@ class BackupRun(object):
             note = ' Nothing of this run was kept; the next backup includes every change since %s.' % (
                 'backup %s' % parent.id if parent else 'the last good backup')
             if self.params.get('fleecing') is not False and 'Permission denied' in exc.msg:
-                exc.msg += (' (with fleecing, this means the fleece image in %s failed or filled up: '
+                exc.msg += (' (with fleecing, this means the fleece image in %s failed, filled up or took '
+                            'longer than the cbw_timeout of %s s to take a guest write\'s old data: '
                             'copy-before-write broke the snapshot so that the guest could go on '
-                            'writing; free space in fleece_dir)' % self.params.get('fleece_dir'))
+                            'writing; free space in fleece_dir, or put it on faster storage)'
+                            % (self.params.get('fleece_dir'), self.result.get('cbw_timeout')))
+            if not exc.msg.endswith('.'):
+                exc.msg += '.'
             exc.msg += note
             if problems:
                 exc.msg += ' Cleaning up also failed (%s); the next run cleans up.' % '; '.join(problems)

@@ -28,8 +28,9 @@ Sequence and why each step is where it is (QEMU 7.1+; see docs/design.md):
    switch they are a superset, which only copies a little more.
 6. The vCPUs run again, whatever failed.
 
-cbw is created with ``on-cbw-error: break-snapshot`` and ``cbw-timeout``: when
-the fleece image fails or stalls, the snapshot breaks (the backup fails with
+cbw is created with ``on-cbw-error: break-snapshot`` and ``cbw-timeout`` (45 s,
+or less where QEMU cannot store that: quirks.cbw_timeout): when the fleece
+image fails or stalls longer, the snapshot breaks (the backup fails with
 "Permission denied" on reads) and the guest's write goes on.
 
 Teardown reverses it: snapshot-access nodes (a cbw node with another parent
@@ -45,15 +46,13 @@ import hashlib
 import os
 import time
 
-from ansible_collections.vmbackup.qemu.plugins.module_utils.errors import (
-    QMPCommandError,
-    VMBackupError,
-)
+from ansible_collections.vmbackup.qemu.plugins.module_utils.errors import VMBackupError
+from ansible_collections.vmbackup.qemu.plugins.module_utils.qmp import ignore_missing
+from ansible_collections.vmbackup.qemu.plugins.module_utils.quirks import cbw_timeout
 
 # Every node, job and export the collection creates starts with this, so a
 # later run can tell its own leftovers from anything else.
 NODE_PREFIX = 'vmb-'
-CBW_TIMEOUT = 45  # seconds; below the 60 s after which guests give up on a disk
 FLEECE_SUFFIX = '.fleece.raw'
 
 
@@ -75,18 +74,6 @@ def node_name(run_id, role, index):
 
 def is_ours(name):
     return bool(name) and name.startswith(NODE_PREFIX)
-
-
-def ignore_missing(call, *args, **kwargs):
-    """Run a teardown step; a thing that is already gone is success."""
-    try:
-        call(*args, **kwargs)
-        return True
-    except QMPCommandError as exc:
-        if exc.error_class in ('DeviceNotFound',) or 'not found' in (exc.desc or '').lower() \
-                or 'cannot find' in (exc.desc or '').lower():
-            return False
-        raise
 
 
 class VMPause(object):
@@ -129,6 +116,7 @@ class FleeceView(object):
         self._cbw = {}               # disk name -> (cbw node, original root node, qdev)
         self._fleece = {}            # disk name -> (fleece node, file)
         self._switched = set()       # disks whose device writes through our cbw
+        self.cbw_timeout = cbw_timeout(vm.version)
 
     def fleece_file(self, index):
         return os.path.join(self.fleece_dir, '%s%s-%d%s' % (fleece_prefix(self.vm), self.run_id, index,
@@ -150,6 +138,7 @@ class FleeceView(object):
             vm.qmp.transaction(list(before_switch))
             for disk in self.disks:
                 cbw, _original, qdev = self._cbw[disk.name]
+                # cbw is new and has no parent: the device cannot be on it already.
                 vm.qmp.execute('qom-set', {'path': qdev, 'property': 'drive', 'value': cbw})
                 self._switched.add(disk.name)
             for index, disk in enumerate(self.disks):
@@ -185,7 +174,7 @@ class FleeceView(object):
         cbw = node_name(self.run_id, 'cbw', index)
         self.vm.qmp.execute('blockdev-add', {
             'driver': 'copy-before-write', 'node-name': cbw, 'file': disk.root_node,
-            'target': fleece, 'on-cbw-error': 'break-snapshot', 'cbw-timeout': CBW_TIMEOUT})
+            'target': fleece, 'on-cbw-error': 'break-snapshot', 'cbw-timeout': self.cbw_timeout})
         self._cbw[disk.name] = (cbw, disk.root_node, disk.qdev)
 
     def teardown(self):
@@ -196,8 +185,7 @@ class FleeceView(object):
         self.snapshot_nodes = {}
         for disk_name, (cbw, original, qdev) in list(self._cbw.items()):
             if disk_name in self._switched:
-                self._step(errors, self.vm.qmp.execute, 'qom-set',
-                           {'path': qdev, 'property': 'drive', 'value': original})
+                self._step(errors, self.vm.switch_drive, qdev, original)
             self._step(errors, ignore_missing, self.vm.qmp.execute, 'blockdev-del', {'node-name': cbw})
         self._cbw = {}
         self._switched = set()
@@ -221,18 +209,14 @@ class FleeceView(object):
 def remove_leftovers(vm, fleece_dir=None, job_timeout=60):
     """Remove every job, export, node and fleece file a killed run of ours left.
 
+    Only call it with the VM's lock held (vmlock): then no live run of ours
+    owns anything in this QEMU, and every ``vmb-`` thing is a dead run's.
+
     Returns a list of what was removed, in words."""
     removed = []
     qmp = vm.qmp
-    jobs = dict((job_id, job) for job_id, job in qmp.query_jobs().items() if is_ours(job_id))
-    for job_id, job in jobs.items():
-        if job['status'] not in ('concluded', 'null'):
-            ignore_missing(qmp.execute, 'job-cancel', {'id': job_id})
-    if jobs:
-        qmp.wait_jobs(jobs, settled_states=('concluded', 'null'), timeout=job_timeout)
-        for job_id in jobs:
-            ignore_missing(qmp.execute, 'job-dismiss', {'id': job_id})
-            removed.append('job %s' % job_id)
+    ended = qmp.end_jobs([job_id for job_id in qmp.query_jobs() if is_ours(job_id)], timeout=job_timeout)
+    removed += ['job %s' % job_id for job_id in ended]
     if vm.features.has('block_export_add'):
         for export in qmp.execute('query-block-exports'):
             if is_ours(export.get('id')):
@@ -253,7 +237,7 @@ def remove_leftovers(vm, fleece_dir=None, job_timeout=60):
         root = (info.get('inserted') or {}).get('node-name')
         if is_ours(root) and info.get('qdev'):
             original = vm.child_node(nodes, root, 'file')
-            qmp.execute('qom-set', {'path': info['qdev'], 'property': 'drive', 'value': original})
+            vm.switch_drive(info['qdev'], original)
             removed.append('device %s switched back to %s' % (info['qdev'], original))
     delete([n for n in ours if nodes[n].get('drv') == 'copy-before-write'])
     remaining = [n for n in ours if nodes[n].get('drv') not in ('snapshot-access', 'copy-before-write')]

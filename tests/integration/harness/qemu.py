@@ -345,6 +345,31 @@ class TestVM(object):
         self.guest_io(disk, 'write -P 0x%02x %d %d' % (pattern, offset, length), monitor=monitor)
         self._shadow_write(disk, offset, bytes([pattern]) * length)
 
+    def start_write(self, disk, offset, length, pattern, monitor=0):
+        """Like write(), but returns once the guest has issued the write, as
+        a real guest's device does: the monitor stays free meanwhile. Returns
+        a function that waits (up to ``timeout`` s) until the write is done."""
+        with self._log_lock, open(self.log_path, 'rb') as log:
+            log.seek(0, os.SEEK_END)
+            start = log.tell()
+        self.guest_io(disk, 'aio_write -P 0x%02x %d %d' % (pattern, offset, length), monitor=monitor)
+        done = 'wrote %d/%d bytes at offset %d' % (length, length, offset)
+
+        def wait(timeout=120):
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                with open(self.log_path, 'rb') as log:
+                    log.seek(start)
+                    new = log.read().decode('utf-8', 'replace')
+                if 'failed:' in new:
+                    raise AssertionError('guest write at %d on %s failed: %s' % (offset, disk, new.strip()))
+                if done in new:
+                    self._shadow_write(disk, offset, bytes([pattern]) * length)
+                    return
+                time.sleep(0.01)
+            raise AssertionError('guest write at %d on %s not done within %d s' % (offset, disk, timeout))
+        return wait
+
     def write_zeroes(self, disk, offset, length, monitor=0):
         self.guest_io(disk, 'write -z %d %d' % (offset, length), monitor=monitor)
         self._shadow_write(disk, offset, bytes(length))

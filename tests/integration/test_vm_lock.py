@@ -94,3 +94,25 @@ def test_check_mode_waits_for_the_holder_too(two_socket_vm, ansible, repo):
     args = backup_args(vm, repo, socket=vm.test_sockets[1], lock_timeout=0)
     assert_busy(ansible.failed('qemu_blockdev_backup', args, check=True), vm)
     assert not ansible.collect(proc)['failed']
+
+
+def test_two_qemus_with_one_name_are_two_vms(make_vm, ansible, workdir):
+    """The lock is the QEMU process's, not the name's: a backup of one VM
+    does not hold another that has the same -name."""
+    first_vm, second_vm = make_vm(name='vm1', start=False), make_vm(name='vm2', start=False)
+    repos = []
+    for vm, pattern, size in ((first_vm, 0x61, 24 * MIB), (second_vm, 0x62, 8 * MIB)):
+        vm.qemu_name = 'twin'
+        vm.start()
+        vm.qmp('cont')
+        vm.write('vda', 0, size, pattern)
+        repos.append(os.path.join(workdir, 'repo-' + vm.name))
+        os.mkdir(repos[-1])
+    slow = start_slow_backup(ansible, first_vm, repos[0])
+    at_instant = guest_content(first_vm, 'instant')
+    result = ansible.ok('qemu_blockdev_backup', backup_args(second_vm, repos[1], lock_timeout=0))
+    assert_restores_to(second_vm, result, guest_content(second_vm, 'after'))
+    assert slow.poll() is None, 'the first backup ended before the second ran: the test proves nothing'
+    first = ansible.collect(slow)
+    assert not first['failed'], first['msg']
+    assert_restores_to(first_vm, first, at_instant)

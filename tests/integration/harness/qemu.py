@@ -138,6 +138,7 @@ class TestVM(object):
         self.qemu = qemu
         self.workdir = workdir
         self.name = name
+        self.qemu_name = name        # QEMU's -name; a test may give two VMs the same one
         self.disks = dict((d.name, d) for d in disks)
         self.disk_order = [d.name for d in disks]
         self.socket = os.path.join(workdir, name + '.qmp')
@@ -174,7 +175,7 @@ class TestVM(object):
 
     def command_line(self):
         args = [self.qemu.system, '-M', 'q35', '-S', '-nodefaults', '-display', 'none',
-                '-name', self.name] + self.qemu.data_dir_args()
+                '-name', self.qemu_name] + self.qemu.data_dir_args()
         for path in [self.socket] + self.test_sockets:
             args += ['-qmp', 'unix:%s,server=on,wait=off' % path]
         if any(d.throttle for d in self.disks.values()):

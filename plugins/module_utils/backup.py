@@ -42,7 +42,7 @@ from ansible_collections.vmbackup.qemu.plugins.module_utils.guest_agent import (
     GuestAgentUnavailable,
 )
 from ansible_collections.vmbackup.qemu.plugins.module_utils.qmp import ignore_missing
-from ansible_collections.vmbackup.qemu.plugins.module_utils.quirks import cbw_timeout
+from ansible_collections.vmbackup.qemu.plugins.module_utils.quirks import cbw_timeout, fleece_read_chunk
 from ansible_collections.vmbackup.qemu.plugins.module_utils.repository import (
     FORMAT_VERSION,
     VMRepository,
@@ -51,6 +51,12 @@ from ansible_collections.vmbackup.qemu.plugins.module_utils.repository import (
 
 LEVELS = ('full', 'incremental', 'differential', 'copy', 'auto')
 BITMAP_GRANULARITY = 65536
+# Parallel copies of one backup job (QEMU's default: 64). Each copy to a slow
+# target (an NFS share) holds a thread of the I/O pool that the guest's own
+# disk I/O shares; 64 of them starve the guest (p99 of its writes 50-100x
+# longer). 8 keep the guest at its usual latency and the job at the target's
+# speed (bench/guest_latency.py).
+BACKUP_MAX_WORKERS = 8
 # Run states in which QEMU is handing the VM over; a backup must not start.
 REFUSED_RUN_STATES = ('inmigrate', 'postmigrate', 'finish-migrate', 'save-vm', 'restore-vm')
 
@@ -79,6 +85,20 @@ def base_chain(repo):
     """The chain new incrementals build on: the newest that is not a copy."""
     chains = [c for c in repo.chains() if c.full is not None]
     return chains[-1] if chains else None
+
+
+def job_perf(vm, fleecing):
+    """The x-perf of a backup job: fewer parallel copies than QEMU's 64
+    (BACKUP_MAX_WORKERS), and from a fleecing view of a QEMU whose snapshot
+    reads can return data written after the instant, requests of one cluster
+    (quirks.fleece_read_chunk)."""
+    perf = {}
+    if vm.features.has('backup_max_workers'):
+        perf['max-workers'] = BACKUP_MAX_WORKERS
+    chunk = fleece_read_chunk(vm.version) if fleecing else None
+    if chunk:
+        perf['max-chunk'] = chunk
+    return perf
 
 
 def chain_problem(chain, disks, level):
@@ -300,6 +320,9 @@ class BackupRun(object):
                         data['speed'] = params['speed']
                     if params.get('compress'):
                         data['compress'] = True
+                    perf = job_perf(vm, fleecing)
+                    if perf:
+                        data['x-perf'] = perf
                     actions.append(('blockdev-backup', data))
                 return actions
 

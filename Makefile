@@ -11,7 +11,7 @@ SANITY_ARGS ?=
 VPY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all test deps venv qemu10 sanity lint action-groups units integration integration-7.2 integration-10.0 demo clean
+.PHONY: all test deps venv qemu10 sanity lint action-groups units integration integration-7.2 integration-10.0 bench demo clean
 
 all: test
 
@@ -49,6 +49,11 @@ integration-7.2: venv
 # QEMU 10.0 from bookworm-backports, unpacked beside the system one.
 integration-10.0: venv qemu10
 	VMBACKUP_QEMU_BINDIR=$(QEMU10_DIR)/usr/bin $(VPY) -m pytest -q tests/integration $(PYTEST_ARGS)
+
+# Benchmarks (never part of `make test`): results as JSON in bench/results/.
+bench: venv qemu10
+	$(VPY) bench/guest_latency.py
+	VMBACKUP_QEMU_BINDIR=$(QEMU10_DIR)/usr/bin $(VPY) bench/guest_latency.py
 
 # On a fresh Debian 12 machine (as root) this installs QEMU first.
 demo: deps venv

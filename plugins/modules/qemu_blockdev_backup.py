@@ -300,8 +300,9 @@ def paths_and_names_problem(params):
     problem = make_absolute(params, ('target_dir', 'fleece_dir', 'guest_agent_socket'))
     if problem:
         return problem
-    if params['vm_name'] is not None and vm_name_problem(params['vm_name']):
-        return vm_name_problem(params['vm_name'])
+    problem = vm_name_problem(params['vm_name']) if params['vm_name'] is not None else None
+    if problem:
+        return problem
     if params['job_timeout'] is not None and params['job_timeout'] <= 0:
         return ('job_timeout must be a positive number of seconds (leave it out for no limit), got %d'
                 % params['job_timeout'])

@@ -16,6 +16,7 @@ import sys
 import time
 
 from harness.collection import collections_path
+from harness.procs import processes_naming
 
 
 class AnsibleRunner(object):
@@ -77,18 +78,7 @@ class AnsibleRunner(object):
 
         ansible runs a module in a session of its own, so killing the
         ansible process group does not reach it."""
-        pids = []
-        for entry in os.listdir('/proc'):
-            if not entry.isdigit():
-                continue
-            try:
-                with open('/proc/%s/cmdline' % entry, 'rb') as handle:
-                    cmdline = handle.read()
-            except IOError:
-                continue
-            if b'AnsiballZ_%s.py' % name.encode() in cmdline and self.workdir.encode() in cmdline:
-                pids.append(int(entry))
-        return pids
+        return processes_naming('AnsiballZ_%s.py' % name, self.workdir)
 
     def kill_module(self, proc, name, sig=signal.SIGKILL):
         """SIGKILL a spawned module mid-run, as a crash or an OOM kill would."""

@@ -65,3 +65,12 @@ def is_inside(path, root):
     real = os.path.realpath(path)
     real_root = os.path.realpath(root)
     return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
+
+
+def fsync_directory(path):
+    """Make the names in directory ``path`` durable (after a create or rename)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

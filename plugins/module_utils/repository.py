@@ -28,7 +28,7 @@ import shutil
 import time
 
 from ansible_collections.vmbackup.qemu.plugins.module_utils.errors import VMBackupError
-from ansible_collections.vmbackup.qemu.plugins.module_utils.paths import directory_problem, vm_name_problem
+from ansible_collections.vmbackup.qemu.plugins.module_utils.paths import directory_problem, fsync_directory, vm_name_problem
 
 FORMAT_VERSION = 1
 MANIFEST_SUFFIX = '.json'
@@ -53,14 +53,6 @@ def new_backup_id(now=None):
     return '%s-%s' % (stamp, binascii.hexlify(os.urandom(2)).decode('ascii'))
 
 
-def _fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_json_atomically(path, data):
     """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
     tmp = '%s.%d.tmp' % (path, os.getpid())
@@ -76,7 +68,7 @@ def write_json_atomically(path, data):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    _fsync_dir(os.path.dirname(path))
+    fsync_directory(os.path.dirname(path))
 
 
 class Backup(object):
@@ -250,7 +242,7 @@ class VMRepository(object):
             with open(partial, 'rb') as handle:
                 os.fsync(handle.fileno())
             os.rename(partial, final)
-        _fsync_dir(chain_dir)
+        fsync_directory(chain_dir)
         write_json_atomically(os.path.join(chain_dir, manifest['id'] + MANIFEST_SUFFIX), manifest)
 
     def prune(self, keep, in_use):

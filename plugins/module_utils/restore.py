@@ -12,7 +12,7 @@ import os
 from ansible_collections.vmbackup.qemu.plugins.module_utils import qemu_img
 from ansible_collections.vmbackup.qemu.plugins.module_utils.catalog import ancestry, newest, open_vm
 from ansible_collections.vmbackup.qemu.plugins.module_utils.errors import VMBackupError
-from ansible_collections.vmbackup.qemu.plugins.module_utils.paths import is_inside
+from ansible_collections.vmbackup.qemu.plugins.module_utils.paths import fsync_directory, is_inside
 
 
 class RestoreError(VMBackupError):
@@ -37,18 +37,20 @@ def find_backup(repo, backup_id=None):
 
 
 def check_chain(chain, backup, disk):
-    """The images a restore of ``disk`` reads, full first; each must be whole."""
-    files = []
-    for link in ancestry(chain, backup):
-        path = link.image(disk)
-        if not os.path.isfile(path):
+    """The images a restore of ``disk`` reads, full first; each must be whole.
+    They are checked several at a time, all before anything is written; the
+    first missing or damaged image, full first, is the one reported."""
+    links = ancestry(chain, backup)
+    files = [link.image(disk) for link in links]
+    checks = qemu_img.check_all([path for path in files if os.path.isfile(path)])
+    for link, path in zip(links, files):
+        if path not in checks:
             raise RestoreError('cannot restore %s of backup %s: the chain is broken, %s (backup %s) is '
                                'missing' % (disk, backup.id, path, link.id), missing=path)
-        code, output = qemu_img.check(path)
+        code, output = checks[path]
         if code not in (qemu_img.CHECK_OK, qemu_img.CHECK_LEAKS):
             raise RestoreError('cannot restore %s of backup %s: %s (backup %s) is damaged: %s' % (
                 disk, backup.id, path, link.id, ' '.join(output.split())[:300]), damaged=path)
-        files.append(path)
     return files
 
 
@@ -76,8 +78,10 @@ class DiskRestore(object):
         return qemu_img.compare(self.dest, self.source, self.format, 'qcow2')
 
     def write(self, verify):
-        """Convert into a temporary file beside ``dest``, verify, then rename:
-        ``dest`` is never half-written, and a failure leaves nothing behind."""
+        """Convert into a temporary file beside ``dest`` (on disk when qemu-img
+        exits), verify, then rename and make the name durable: ``dest`` is
+        never half-written, not even after a host crash, and a failure leaves
+        nothing behind."""
         directory = os.path.dirname(os.path.abspath(self.dest))
         tmp = os.path.join(directory, '.%s.%d.partial' % (os.path.basename(self.dest), os.getpid()))
         try:
@@ -86,6 +90,7 @@ class DiskRestore(object):
                 raise RestoreError('restored %s differs from backup %s: the restore was discarded' % (
                     self.disk, self.backup.id))
             os.rename(tmp, self.dest)
+            fsync_directory(directory)
         except VMBackupError as exc:
             exc.msg = 'restoring %s of backup %s to %s failed: %s; nothing was left behind' % (
                 self.disk, self.backup.id, self.dest, exc.msg)

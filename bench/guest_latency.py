@@ -139,6 +139,9 @@ def report(bench, rounds, backup_seconds, floor):
     for mode, seconds in sorted(backup_seconds.items()):
         values = runner.spread([s / floor for s in seconds])
         bench.figure('%s backup / share floor (%.0f s)' % (mode, floor), values['median'], 'x', spread=values)
+    bench.series('Guest 4 KiB write latency during a backup to a slow share (median of rounds)', 'mode', 'ms',
+                 dict((stat, [[mode, runner.spread([r[stat] for r in rounds[mode]])['median']] for mode in MODES])
+                      for stat in ('p50', 'p99')), kind='bar')
 
 
 if __name__ == '__main__':

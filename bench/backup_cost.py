@@ -42,6 +42,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import runner  # noqa: E402 pylint: disable=wrong-import-position
+from harness.checks import backup_args  # noqa: E402 pylint: disable=wrong-import-position
 from harness.qemu import DiskSpec  # noqa: E402 pylint: disable=wrong-import-position
 
 MIB = runner.MIB
@@ -87,13 +88,9 @@ class Round(object):
         self.bench, self.vm, self.repo = bench, vm, repo
 
     def backup(self, level, what):
-        seconds, result = self.bench.module('qemu_blockdev_backup', self.params(level))
+        seconds, result = self.bench.module('qemu_blockdev_backup', backup_args(self.vm, self.repo, level=level))
         self.check(result, what)
         return seconds, result
-
-    def params(self, level):
-        return {'socket': self.vm.socket, 'target_dir': self.repo, 'fleece_dir': self.bench.workdir,
-                'level': level}
 
     def check(self, result, what):
         self.vm.guest_io('vda', 'flush')
@@ -166,19 +163,15 @@ def report(bench, rounds):
 def breakdown(rounds):
     """The incremental call as Ansible's controller side, the module process's
     start and the module's work, each beside the same part of a ping."""
-    def column(text):
-        return [eval_part(r, text) for r in rounds]
-    return [('controller (ansible start, payload, result)', column('incremental call - incremental process')),
-            ('  the same for ping', column('ping - ping process')),
-            ('module process start and imports', column('incremental process - incremental direct module')),
-            ('  the same for ping (its whole process)', column('ping process')),
-            ('module work', column('incremental direct module'))]
-
-
-def eval_part(times, text):
-    """'a - b' over the round's named times."""
-    names = [name.strip() for name in text.split(' - ')]
-    return times[names[0]] - sum(times[name] for name in names[1:])
+    def column(part):
+        return [part(r) for r in rounds]
+    return [('controller (ansible start, payload, result)',
+             column(lambda r: r['incremental call'] - r['incremental process'])),
+            ('  the same for ping', column(lambda r: r['ping'] - r['ping process'])),
+            ('module process start and imports',
+             column(lambda r: r['incremental process'] - r['incremental direct module'])),
+            ('  the same for ping (its whole process)', column(lambda r: r['ping process'])),
+            ('module work', column(lambda r: r['incremental direct module']))]
 
 
 def seconds_figure(bench, label, values, target=None):

@@ -15,8 +15,11 @@ description:
   - Writes the content a disk had at a backup's instant into a new image, reading the backup's chain (its full backup
     and the incrementals or differential it builds on).
   - Never modifies the repository.
-  - The new image is written beside O(dest) under a temporary name and renamed into place when complete, so O(dest) is
-    never half-written; a failure (a full filesystem, a damaged chain) leaves nothing behind.
+  - Every image of the chain is checked (C(qemu-img check)) before anything is written; a missing or damaged one is
+    refused and named.
+  - The new image is written beside O(dest) under a temporary name, flushed to disk and renamed into place when
+    complete (the rename made durable too), so O(dest) is never half-written, not even after a host crash; a failure
+    (a full filesystem, a damaged chain) leaves nothing behind.
   - Idempotent. A O(dest) that already holds exactly that point, in that format, is left alone.
   - Runs where the repository is mounted; it does not talk to QEMU. To put a restored disk back into a VM, stop the VM
     (or unplug the disk) and point it at the restored image.

@@ -44,6 +44,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import runner  # noqa: E402 pylint: disable=wrong-import-position
 from runner import MIB, human  # noqa: E402 pylint: disable=wrong-import-position
 from harness.checks import assert_restores_to, backup_args, guest_content  # noqa: E402 pylint: disable=wrong-import-position
+from harness.names import FLEECE_SUFFIX  # noqa: E402 pylint: disable=wrong-import-position
 from harness.qemu import DiskSpec, TestVM  # noqa: E402 pylint: disable=wrong-import-position
 
 WRITE = MIB
@@ -84,7 +85,7 @@ def fleece_bytes(directory):
     """Bytes the fleece images in ``directory`` take on the host."""
     total = 0
     for entry in os.listdir(directory):
-        if entry.endswith('.fleece.raw'):
+        if entry.endswith(FLEECE_SUFFIX):
             try:
                 total += os.stat(os.path.join(directory, entry)).st_blocks * 512
             except OSError:
@@ -105,7 +106,7 @@ def module_backup(bench, vm, args, repo, fleece_dir):
     """A running module backup; returns (is it running, its result)."""
     proc = bench.ansible.spawn('qemu_blockdev_backup', backup_args(
         vm, repo, level='full', fleecing=True, fleece_dir=fleece_dir, speed=args.speed))
-    vm.wait_for_job('vmb-', timeout=120)
+    vm.wait_for_job(timeout=120)
 
     def result():
         outcome = bench.ansible.collect(proc, timeout=1800)

@@ -83,7 +83,7 @@ def backup_round(vm, ansible, share, writer, fleecing, round_number):
     at_instant = guest_content(vm, 'instant', disks=('vda',))
     started = time.monotonic()
     proc = ansible.spawn('qemu_blockdev_backup', backup_args(vm, repo, level='full', fleecing=fleecing))
-    vm.wait_for_job('vmb-', timeout=120)
+    vm.wait_for_job(timeout=120)
     took = writer.run(lambda: proc.poll() is not None)
     result = ansible.collect(proc, timeout=1800)
     seconds = time.monotonic() - started

@@ -47,6 +47,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import runner  # noqa: E402 pylint: disable=wrong-import-position
 from runner import GIB, MIB, human  # noqa: E402 pylint: disable=wrong-import-position
 from harness.checks import backup_args  # noqa: E402 pylint: disable=wrong-import-position
+from harness.names import BITMAP_PREFIX  # noqa: E402 pylint: disable=wrong-import-position
 from harness.qemu import DiskSpec, TestVM  # noqa: E402 pylint: disable=wrong-import-position
 
 PIECE = 64 * MIB
@@ -127,7 +128,7 @@ def forget(vm, repo):
     shutil.rmtree(repo)
     for disk in vm.disk_order:
         for name in vm.bitmaps(disk):
-            if name.startswith('vmbackup-'):
+            if name.startswith(BITMAP_PREFIX):
                 vm.qmp('block-dirty-bitmap-remove', node=vm.format_node(disk), name=name)
 
 

@@ -4,11 +4,8 @@
 
 """The backup engine: push backups of a running VM into a repository.
 
-Bitmaps (per repository, so two repositories never share one):
-
-    vmbackup-<repo>-i-<backup id>   changes since that backup (persistent)
-    vmbackup-<repo>-f-<chain id>    changes since the chain's full (persistent)
-    vmbackup-<repo>-t-<backup id>   frozen copy used by one run (transient)
+Bitmaps (named in names.py, per repository, so two repositories never share one):
+an "i" bitmap per backup, an "f" bitmap per chain, a frozen "t" copy per run.
 
 At the instant of a backup a new "i" bitmap starts recording, and the bitmap
 that says what the backup must copy ("i" of the parent for an incremental,
@@ -28,20 +25,34 @@ import time
 
 from ansible_collections.vmbackup.qemu.plugins.module_utils import qemu_img
 from ansible_collections.vmbackup.qemu.plugins.module_utils.errors import (
+    BackupError,
+    GuestAgentError,
+    GuestAgentUnavailable,
     QMPDisconnectedError,
     VMBackupError,
 )
 from ansible_collections.vmbackup.qemu.plugins.module_utils.fleece import (
+    FLEECE_FEATURES,
     FleeceView,
+    broken_snapshot_hint,
+    can_fleece,
+)
+from ansible_collections.vmbackup.qemu.plugins.module_utils.leftovers import remove_leftovers
+from ansible_collections.vmbackup.qemu.plugins.module_utils.guest_agent import GuestAgent
+from ansible_collections.vmbackup.qemu.plugins.module_utils.names import (
+    bitmap_prefix,
+    frozen_bitmap,
+    full_bitmap,
+    inc_bitmap,
     node_name,
-    remove_leftovers,
 )
-from ansible_collections.vmbackup.qemu.plugins.module_utils.guest_agent import (
-    GuestAgent,
-    GuestAgentError,
-    GuestAgentUnavailable,
+from ansible_collections.vmbackup.qemu.plugins.module_utils.qmp import (
+    JOB_CONCLUDED,
+    JOB_ENDED_STATES,
+    JOB_PENDING,
+    JOB_SETTLED_STATES,
+    ignore_missing,
 )
-from ansible_collections.vmbackup.qemu.plugins.module_utils.qmp import ignore_missing
 from ansible_collections.vmbackup.qemu.plugins.module_utils.quirks import cbw_timeout, fleece_read_chunk
 from ansible_collections.vmbackup.qemu.plugins.module_utils.repository import (
     FORMAT_VERSION,
@@ -59,26 +70,6 @@ BITMAP_GRANULARITY = 65536
 BACKUP_MAX_WORKERS = 8
 # Run states in which QEMU is handing the VM over; a backup must not start.
 REFUSED_RUN_STATES = ('inmigrate', 'postmigrate', 'finish-migrate', 'save-vm', 'restore-vm')
-
-
-class BackupError(VMBackupError):
-    """The backup failed; nothing of this run was kept."""
-
-
-def bitmap_prefix(repository_id):
-    return 'vmbackup-%s-' % repository_id[:8]
-
-
-def inc_bitmap(repository_id, backup_id):
-    return '%si-%s' % (bitmap_prefix(repository_id), backup_id)
-
-
-def full_bitmap(repository_id, chain_id):
-    return '%sf-%s' % (bitmap_prefix(repository_id), chain_id)
-
-
-def frozen_bitmap(repository_id, backup_id):
-    return '%st-%s' % (bitmap_prefix(repository_id), backup_id)
 
 
 def base_chain(repo):
@@ -99,6 +90,18 @@ def job_perf(vm, fleecing):
     if chunk:
         perf['max-chunk'] = chunk
     return perf
+
+
+def needed_features(level, fleecing):
+    """What the run's options need of QEMU: [(schema.FEATURES name, the
+    option that needs it)], checked before anything changes."""
+    needs = [('blockdev_backup', 'a push backup'), ('jobs', 'a push backup')]
+    if level != 'copy':
+        needs.append(('bitmap_transactions', 'level: %s (dirty bitmaps taken at the instant of the backup)'
+                      % level))
+    if fleecing:
+        needs += [(name, 'fleecing: true') for name in FLEECE_FEATURES]
+    return needs
 
 
 def chain_problem(chain, disks, level):
@@ -143,6 +146,7 @@ class BackupRun(object):
         self.warn = warn or (lambda msg: None)
         self.check_mode = check_mode
         self.run_id = os.urandom(3).hex()
+        self.fleecing = None         # decided once per run by _fleecing_wanted
         self.result = {'changed': False, 'skipped_disks': [], 'cleaned': [], 'cbw_timeout': None}
 
     # -- planning -------------------------------------------------------------
@@ -200,9 +204,13 @@ class BackupRun(object):
                               % status)
         disks, skipped = self.select()
         self.result['skipped_disks'] = skipped
+        self.fleecing = fleecing = self._fleecing_wanted()
+        # Before anything changes, and in check mode alike ('copy' is the
+        # only level without bitmaps, and it is never decided, only asked).
+        for feature, option in needed_features(params.get('level') or 'auto', fleecing):
+            vm.features.require(feature, option)
         if self.check_mode:
             level, reason, chain = self.decide_level(repo, disks)
-            fleecing = self._fleecing_wanted()
             self.result.update(changed=True, level=level, reason=reason, vm=vm_name, fleecing=fleecing,
                                cbw_timeout=cbw_timeout(vm.version) if fleecing else None,
                                bytes_estimated=self.estimate(level, chain, disks),
@@ -257,7 +265,7 @@ class BackupRun(object):
             parent = chain.last
         elif level == 'differential':
             parent = chain.full
-        fleecing = self._fleecing_wanted()
+        fleecing = self.fleecing
         new_bitmaps, frozen = [], frozen_bitmap(repo_id, backup_id)
         targets, partials, started = {}, [], time.time()
         view = None
@@ -348,9 +356,7 @@ class BackupRun(object):
                 vm.qmp.execute('blockdev-del', {'node-name': target})
             targets = {}
         except BaseException as exc:
-            # A full or unwritable fleece_dir or target is a clean failure too.
-            error = BackupError(str(exc)) if isinstance(exc, EnvironmentError) else exc
-            self._abandon(error, jobs, view, targets, new_bitmaps, disks, frozen, partials, parent)
+            error = self._abandon(exc, jobs, view, targets, new_bitmaps, disks, frozen, partials, parent)
             if error is exc:
                 raise
             raise error from exc
@@ -393,9 +399,7 @@ class BackupRun(object):
 
     def _fleecing_wanted(self):
         wanted = self.params.get('fleecing')
-        features = self.vm.features
-        able = features.has('copy_before_write') and features.has('snapshot_access') \
-            and features.has('cbw_on_cbw_error')
+        able = can_fleece(self.vm.features)
         if wanted is None:
             if not able:
                 self.warn('this QEMU cannot fleece (it needs copy-before-write with on-cbw-error, QEMU '
@@ -414,7 +418,7 @@ class BackupRun(object):
 
         def note(states):
             for job_id, job in states.items():
-                if job['status'] in ('pending', 'concluded') and job_id not in done_at:
+                if job['status'] in (JOB_PENDING, JOB_CONCLUDED) and job_id not in done_at:
                     done_at[job_id] = time.time()
             done = sum(j.get('current-progress', 0) for j in states.values())
             total = sum(j.get('total-progress', 0) for j in states.values())
@@ -425,17 +429,17 @@ class BackupRun(object):
             })
 
         def failed(states):
-            return any(j['status'] in ('concluded', 'null') or j.get('error') for j in states.values())
+            return any(j['status'] in JOB_ENDED_STATES or j.get('error') for j in states.values())
 
-        states = qmp.wait_jobs(jobs, settled_states=('pending', 'concluded', 'null'),
+        states = qmp.wait_jobs(jobs, settled_states=JOB_SETTLED_STATES,
                                timeout=self.params.get('job_timeout'), progress=note, stop_when=failed)
         errors = ['%s: %s' % (jobs[j].name, s.get('error') or 'the job vanished')
-                  for j, s in states.items() if s['status'] != 'pending']
+                  for j, s in states.items() if s['status'] != JOB_PENDING]
         if errors:
             raise BackupError('the backup job failed for %s' % '; '.join(errors), job_errors=errors)
         for job_id in jobs:
             qmp.execute('job-finalize', {'id': job_id})
-        states = qmp.wait_jobs(jobs, settled_states=('concluded', 'null'), timeout=60)
+        states = qmp.wait_jobs(jobs, settled_states=JOB_ENDED_STATES, timeout=60)
         errors = ['%s: %s' % (jobs[j].name, s.get('error')) for j, s in states.items() if s.get('error')]
         if errors:
             raise BackupError('the backup job failed for %s' % '; '.join(errors), job_errors=errors)
@@ -480,20 +484,28 @@ class BackupRun(object):
                 os.rmdir(os.path.dirname(partials[0]))   # only if this run made it and it is empty
             except OSError:
                 pass
-        if isinstance(exc, VMBackupError):
-            note = ' Nothing of this run was kept; the next backup includes every change since %s.' % (
-                'backup %s' % parent.id if parent else 'the last good backup')
-            if self.params.get('fleecing') is not False and 'Permission denied' in exc.msg:
-                exc.msg += (' (with fleecing, this means the fleece image in %s failed, filled up or took '
-                            'longer than the cbw_timeout of %s s to take a guest write\'s old data: '
-                            'copy-before-write broke the snapshot so that the guest could go on '
-                            'writing; free space in fleece_dir, or put it on faster storage)'
-                            % (self.params.get('fleece_dir'), self.result.get('cbw_timeout')))
-            if not exc.msg.endswith('.'):
-                exc.msg += '.'
-            exc.msg += note
-            if problems:
-                exc.msg += ' Cleaning up also failed (%s); the next run cleans up.' % '; '.join(problems)
+        return self._failure(exc, parent, problems)
+
+    def _failure(self, exc, parent, problems):
+        """The error to raise for ``exc``: a new BackupError whose message
+        also says what was undone (``exc`` itself when it is not ours)."""
+        if isinstance(exc, EnvironmentError):
+            # A full or unwritable fleece_dir or target is a clean failure too.
+            exc = BackupError(str(exc))
+        if not isinstance(exc, VMBackupError):
+            return exc
+        parts = [exc.msg]
+        hint = broken_snapshot_hint(exc.msg, self.params.get('fleece_dir'), self.result.get('cbw_timeout')) \
+            if self.fleecing else None
+        if hint:
+            parts.append(' (%s)' % hint)
+        if not ''.join(parts).endswith('.'):
+            parts.append('.')
+        parts.append(' Nothing of this run was kept; the next backup includes every change since %s.' % (
+            'backup %s' % parent.id if parent else 'the last good backup'))
+        if problems:
+            parts.append(' Cleaning up also failed (%s); the next run cleans up.' % '; '.join(problems))
+        return BackupError(''.join(parts), **exc.details)
 
     def _remove_bitmaps_present(self, actions):
         """Remove the bitmaps in ``actions`` that exist (one transaction)."""

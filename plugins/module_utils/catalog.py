@@ -12,11 +12,8 @@ import os
 
 from ansible_collections.vmbackup.qemu.plugins.module_utils import qemu_img
 from ansible_collections.vmbackup.qemu.plugins.module_utils.paths import directory_problem
-from ansible_collections.vmbackup.qemu.plugins.module_utils.repository import (
-    MANIFEST_SUFFIX,
-    RepositoryError,
-    VMRepository,
-)
+from ansible_collections.vmbackup.qemu.plugins.module_utils.errors import RepositoryError
+from ansible_collections.vmbackup.qemu.plugins.module_utils.repository import MANIFEST_SUFFIX, VMRepository
 
 
 def list_vms(target_dir):

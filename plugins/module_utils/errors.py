@@ -63,3 +63,34 @@ class DiskSelectionError(VMBackupError):
 
 class BitmapStateError(VMBackupError):
     """A bitmap cannot be changed as asked (busy, inconsistent, mismatched)."""
+
+
+class BackupError(VMBackupError):
+    """The backup failed; nothing of this run was kept."""
+
+
+class RepositoryError(VMBackupError):
+    """The repository cannot be used as asked."""
+
+
+class RestoreError(VMBackupError):
+    """A restore cannot be done as asked."""
+
+
+class VMBusyError(VMBackupError):
+    """Another run of the collection holds the VM."""
+
+
+class QemuImgError(VMBackupError):
+    """qemu-img failed or is missing."""
+
+
+class GuestAgentError(CommandError):
+    """The guest agent refused a command, did not answer it, or went away."""
+
+
+class GuestAgentUnavailable(GuestAgentError):
+    """No guest agent can be reached: the socket is missing or refuses
+    connections (VM not running), or nothing answered guest-sync-delimited
+    in time (qemu-ga not running in the guest, or another client holds the
+    channel)."""

@@ -36,44 +36,27 @@ image fails or stalls longer, the snapshot breaks (the backup fails with
 Teardown reverses it: snapshot-access nodes (a cbw node with another parent
 keeps WRITE unshared, so the device cannot be switched back before), devices
 back to their original node (the cbw's ``file`` child), cbw nodes, fleece
-nodes, fleece files. Every step tolerates "already gone", so the same code
-cleans what a killed run left."""
+nodes, fleece files. Every step tolerates "already gone" and a failed step
+does not stop the rest; what a killed run left is leftovers.py's."""
 
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
-import hashlib
 import os
 import time
 
 from ansible_collections.vmbackup.qemu.plugins.module_utils.errors import VMBackupError
+from ansible_collections.vmbackup.qemu.plugins.module_utils.names import fleece_file, node_name
 from ansible_collections.vmbackup.qemu.plugins.module_utils.qmp import ignore_missing
 from ansible_collections.vmbackup.qemu.plugins.module_utils.quirks import cbw_timeout
 
-# Every node, job and export the collection creates starts with this, so a
-# later run can tell its own leftovers from anything else.
-NODE_PREFIX = 'vmb-'
-FLEECE_SUFFIX = '.fleece.raw'
+# What a QEMU needs for this view (schema.FEATURES names): asked before any
+# change, by the real run and check mode alike.
+FLEECE_FEATURES = ('copy_before_write', 'snapshot_access', 'cbw_on_cbw_error')
 
 
-def fleece_owner(vm):
-    """A short key of the VM (its QMP socket), so that runs for several VMs can
-    share one fleece_dir and each cleans only its own VM's leftovers."""
-    path = os.path.realpath(vm.qmp.socket_path)
-    return hashlib.sha256(path.encode('utf-8')).hexdigest()[:8]
-
-
-def fleece_prefix(vm):
-    return '%s%s-' % (NODE_PREFIX, fleece_owner(vm))
-
-
-def node_name(run_id, role, index):
-    """Names stay within QEMU's 31 characters: 'vmb-' + 6 + '-' + role + index."""
-    return '%s%s-%s%d' % (NODE_PREFIX, run_id, role, index)
-
-
-def is_ours(name):
-    return bool(name) and name.startswith(NODE_PREFIX)
+def can_fleece(features):
+    return all(features.has(name) for name in FLEECE_FEATURES)
 
 
 class VMPause(object):
@@ -119,16 +102,13 @@ class FleeceView(object):
         self.cbw_timeout = cbw_timeout(vm.version)
 
     def fleece_file(self, index):
-        return os.path.join(self.fleece_dir, '%s%s-%d%s' % (fleece_prefix(self.vm), self.run_id, index,
-                                                            FLEECE_SUFFIX))
+        return fleece_file(self.fleece_dir, self.vm.qmp.socket_path, self.run_id, index)
 
     def create(self, before_switch=(), after_switch=lambda snapshot_nodes: ()):
         """Build the view. ``before_switch`` is a list of transaction actions;
         ``after_switch`` gets {disk: snapshot node} and returns actions."""
         vm = self.vm
-        vm.features.require('copy_before_write', 'fleecing')
-        vm.features.require('snapshot_access', 'fleecing')
-        vm.features.require('cbw_on_cbw_error', 'fleecing that never fails guest writes')
+        # The caller checked FLEECE_FEATURES before it changed anything.
         if not os.path.isdir(self.fleece_dir):
             raise VMBackupError('fleece_dir %s does not exist: create it on fast local storage, '
                                 'or set fleecing: false' % self.fleece_dir)
@@ -191,8 +171,7 @@ class FleeceView(object):
         self._switched = set()
         for fleece, path in list(self._fleece.values()):
             self._step(errors, ignore_missing, self.vm.qmp.execute, 'blockdev-del', {'node-name': fleece})
-            if os.path.exists(path):
-                os.unlink(path)
+            self._step(errors, remove_file, path)
         self._fleece = {}
         if errors:
             raise VMBackupError('could not remove every fleecing node: %s; run again to clean up'
@@ -204,55 +183,27 @@ class FleeceView(object):
             call(*args)
         except VMBackupError as exc:
             errors.append(exc.msg)
+        except OSError as exc:
+            errors.append(str(exc))
 
 
-def remove_leftovers(vm, fleece_dir=None, job_timeout=60):
-    """Remove every job, export, node and fleece file a killed run of ours left.
+def remove_file(path):
+    if os.path.exists(path):
+        os.unlink(path)
 
-    Only call it with the VM's lock held (vmlock): then no live run of ours
-    owns anything in this QEMU, and every ``vmb-`` thing is a dead run's.
 
-    Returns a list of what was removed, in words."""
-    removed = []
-    qmp = vm.qmp
-    ended = qmp.end_jobs([job_id for job_id in qmp.query_jobs() if is_ours(job_id)], timeout=job_timeout)
-    removed += ['job %s' % job_id for job_id in ended]
-    if vm.features.has('block_export_add'):
-        for export in qmp.execute('query-block-exports'):
-            if is_ours(export.get('id')):
-                ignore_missing(qmp.execute, 'block-export-del', {'id': export['id'], 'mode': 'hard'})
-                removed.append('export %s' % export['id'])
-    nodes = vm.named_nodes()
-    ours = [name for name in nodes if is_ours(name)]
+# How a broken snapshot shows: on-cbw-error: break-snapshot makes every later
+# read of the snapshot-access node fail with EACCES, which the backup job
+# reports as its error.
+BROKEN_SNAPSHOT_ERROR = 'Permission denied'
 
-    def delete(names):
-        for name in names:
-            if ignore_missing(qmp.execute, 'blockdev-del', {'node-name': name}):
-                removed.append('node %s' % name)
 
-    # Order: readers of the filters, then the filters (after switching the
-    # devices back to the node below them), then fleece images and targets.
-    delete([n for n in ours if nodes[n].get('drv') == 'snapshot-access'])
-    for info in qmp.execute('query-block'):
-        root = (info.get('inserted') or {}).get('node-name')
-        if is_ours(root) and info.get('qdev'):
-            original = vm.child_node(nodes, root, 'file')
-            vm.switch_drive(info['qdev'], original)
-            removed.append('device %s switched back to %s' % (info['qdev'], original))
-    delete([n for n in ours if nodes[n].get('drv') == 'copy-before-write'])
-    remaining = [n for n in ours if nodes[n].get('drv') not in ('snapshot-access', 'copy-before-write')]
-    # Format nodes before the protocol nodes they sit on.
-    delete([n for n in remaining if nodes[n].get('drv') != 'file'])
-    delete([n for n in remaining if nodes[n].get('drv') == 'file'])
-    for name in ours:
-        filename = nodes[name].get('file', '')
-        if filename.endswith(FLEECE_SUFFIX) and os.path.exists(filename):
-            os.unlink(filename)
-            removed.append('file %s' % filename)
-    if fleece_dir and os.path.isdir(fleece_dir):
-        for entry in os.listdir(fleece_dir):
-            # Only this VM's: other VMs' backups may be using the same fleece_dir right now.
-            if entry.startswith(fleece_prefix(vm)) and entry.endswith(FLEECE_SUFFIX):
-                os.unlink(os.path.join(fleece_dir, entry))
-                removed.append('file %s' % os.path.join(fleece_dir, entry))
-    return removed
+def broken_snapshot_hint(job_error, fleece_dir, timeout):
+    """What a backup job's error means when it read a broken fleecing view
+    (None when it does not look like one)."""
+    if BROKEN_SNAPSHOT_ERROR not in job_error:
+        return None
+    return ('with fleecing, this means the fleece image in %s failed, filled up or took longer than the '
+            'cbw_timeout of %s s to take a guest write\'s old data: copy-before-write broke the snapshot so '
+            'that the guest could go on writing; free space in fleece_dir, or put it on faster storage'
+            % (fleece_dir, timeout))

@@ -26,7 +26,10 @@ import socket
 import stat
 import time
 
-from ansible_collections.vmbackup.qemu.plugins.module_utils.errors import CommandError
+from ansible_collections.vmbackup.qemu.plugins.module_utils.errors import (
+    GuestAgentError,
+    GuestAgentUnavailable,
+)
 
 DEFAULT_TIMEOUT = 10.0
 
@@ -39,17 +42,6 @@ CHANNEL_HINT = ('-chardev socket,path=%s,server=on,wait=off,id=qga0 -device virt
                 '-device virtserialport,chardev=qga0,name=org.qemu.guest_agent.0')
 
 _RANDOM = random.SystemRandom()
-
-
-class GuestAgentError(CommandError):
-    """The guest agent refused a command, did not answer it, or went away."""
-
-
-class GuestAgentUnavailable(GuestAgentError):
-    """No guest agent can be reached: the socket is missing or refuses
-    connections (VM not running), or nothing answered guest-sync-delimited
-    in time (qemu-ga not running in the guest, or another client holds the
-    channel)."""
 
 
 def describe_guest_agent_socket_problem(path):

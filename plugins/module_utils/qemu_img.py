@@ -12,7 +12,7 @@ import os
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
-from ansible_collections.vmbackup.qemu.plugins.module_utils.errors import VMBackupError
+from ansible_collections.vmbackup.qemu.plugins.module_utils.errors import QemuImgError
 
 QEMU_IMG = 'qemu-img'
 
@@ -20,10 +20,6 @@ QEMU_IMG = 'qemu-img'
 CHECK_OK, CHECK_CORRUPT, CHECK_LEAKS = 0, 2, 3
 # How many checks check_all() runs at a time.
 CHECK_JOBS = 4
-
-
-class QemuImgError(VMBackupError):
-    """qemu-img failed or is missing."""
 
 
 def run(args, check=True, umask=None):

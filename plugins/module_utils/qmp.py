@@ -58,8 +58,15 @@ class QuietQMPClient(QMPClient):
 
 DEFAULT_TIMEOUT = 10.0
 
+# Job states (QAPI JobStatus), named here only. A job waiting for
+# job-finalize is 'pending'; one that ended, well or not, is 'concluded' until
+# job-dismiss; 'null' is what we call a job that is gone from query-jobs.
+JOB_PENDING = 'pending'
+JOB_CONCLUDED = 'concluded'
+JOB_GONE = 'null'
+JOB_ENDED_STATES = (JOB_CONCLUDED, JOB_GONE)
 # States in which a job will not move on without the client.
-JOB_SETTLED_STATES = ('pending', 'concluded', 'null')
+JOB_SETTLED_STATES = (JOB_PENDING,) + JOB_ENDED_STATES
 
 
 def describe_qmp_socket_problem(path):
@@ -250,10 +257,10 @@ class QMPConnection(object):
         after.) Returns the ids of the jobs that were there."""
         jobs = self.query_jobs(job_ids)
         for job_id, job in jobs.items():
-            if job['status'] != 'concluded':
+            if job['status'] != JOB_CONCLUDED:
                 ignore_missing(self.execute, 'job-cancel', {'id': job_id})
         if jobs:
-            self.wait_jobs(jobs, settled_states=('concluded', 'null'), timeout=timeout)
+            self.wait_jobs(jobs, settled_states=JOB_ENDED_STATES, timeout=timeout)
             for job_id in jobs:
                 ignore_missing(self.execute, 'job-dismiss', {'id': job_id})
         return sorted(jobs)
@@ -272,7 +279,7 @@ class QMPConnection(object):
         while True:
             jobs = self.query_jobs(job_ids)
             for job_id in job_ids:
-                jobs.setdefault(job_id, {'id': job_id, 'status': 'null'})
+                jobs.setdefault(job_id, {'id': job_id, 'status': JOB_GONE})
             if progress is not None:
                 progress(jobs)
             if all(job['status'] in settled_states for job in jobs.values()):

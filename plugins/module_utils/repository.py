@@ -27,7 +27,7 @@ import re
 import shutil
 import time
 
-from ansible_collections.vmbackup.qemu.plugins.module_utils.errors import VMBackupError
+from ansible_collections.vmbackup.qemu.plugins.module_utils.errors import RepositoryError
 from ansible_collections.vmbackup.qemu.plugins.module_utils.paths import directory_problem, fsync_directory, vm_name_problem
 
 FORMAT_VERSION = 1
@@ -37,10 +37,6 @@ _SAFE_NAME = re.compile(r'[^A-Za-z0-9._-]')
 _BACKUP_ID = re.compile(r'^\d{8}T\d{6}Z-[0-9a-f]{4}$')
 TARGET_DIR_MISSING_HINT = ('create it, or mount the backup storage there (it is not created, so that a '
                            'missing mount is not silently filled on the local disk)')
-
-
-class RepositoryError(VMBackupError):
-    """The repository cannot be used as asked."""
 
 
 def safe_component(name):

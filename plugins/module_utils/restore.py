@@ -11,12 +11,8 @@ import os
 
 from ansible_collections.vmbackup.qemu.plugins.module_utils import qemu_img
 from ansible_collections.vmbackup.qemu.plugins.module_utils.catalog import ancestry, newest, open_vm
-from ansible_collections.vmbackup.qemu.plugins.module_utils.errors import VMBackupError
+from ansible_collections.vmbackup.qemu.plugins.module_utils.errors import RestoreError, VMBackupError
 from ansible_collections.vmbackup.qemu.plugins.module_utils.paths import fsync_directory, is_inside
-
-
-class RestoreError(VMBackupError):
-    """A restore cannot be done as asked."""
 
 
 def find_backup(repo, backup_id=None):

@@ -35,16 +35,12 @@ import struct
 import tempfile
 import time
 
-from ansible_collections.vmbackup.qemu.plugins.module_utils.errors import QMPConnectError, VMBackupError
+from ansible_collections.vmbackup.qemu.plugins.module_utils.errors import QMPConnectError, VMBackupError, VMBusyError
 from ansible_collections.vmbackup.qemu.plugins.module_utils.qmp import connect_error_message
 
 LOCK_DIR = '/run/lock/vmbackup.qemu'
 DEFAULT_LOCK_TIMEOUT = 30.0
 _POLL = 0.2
-
-
-class VMBusyError(VMBackupError):
-    """Another run of the collection holds the VM."""
 
 
 def peer_pid(socket_path, timeout):

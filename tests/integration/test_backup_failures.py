@@ -57,7 +57,7 @@ def test_failing_fleece_store_fails_the_backup_never_the_guest(vm, ansible, repo
     with small_filesystem(os.path.join(workdir, 'fleece'), '1m') as fleece_dir:
         args = backup_args(vm, repo, fleece_dir=fleece_dir, level='full', speed=MIB)
         proc = ansible.spawn('qemu_blockdev_backup', args)
-        vm.wait_for_job('vmb-')
+        vm.wait_for_job()
         # Overwriting 8 MiB the backup has not copied yet needs 8 MiB of old
         # data in the 1 MiB fleece store: the snapshot breaks, the writes succeed.
         vm.write('vda', 0, 8 * MIB, 0x42)
@@ -78,7 +78,7 @@ def test_run_killed_mid_backup_is_cleaned_and_loses_nothing(vm, ansible, repo):
     vm.write('vda', 0, 8 * MIB, 0x51)
     vm.write('vdb', 4 * MIB, 8 * MIB, 0x52)
     proc = ansible.spawn('qemu_blockdev_backup', backup_args(vm, repo, speed=MIB))
-    vm.wait_for_job('vmb-')
+    vm.wait_for_job()
     ansible.kill_module(proc, 'qemu_blockdev_backup')
     left = vm.leftovers()
     assert any(item.startswith('job ') for item in left) and any('behind a filter' in i for i in left), left
@@ -98,7 +98,7 @@ def test_qemu_gone_mid_backup(vm, ansible, repo):
     vm.write('vda', 0, 8 * MIB, 0x61)
     vm.guest_io('vda', 'flush')      # what the guest wrote is on disk before QEMU dies
     proc = ansible.spawn('qemu_blockdev_backup', backup_args(vm, repo, speed=MIB))
-    vm.wait_for_job('vmb-')
+    vm.wait_for_job()
     vm.kill()
     failure = ansible.collect(proc)
     assert failure['failed'] and 'QEMU exited' in failure['msg']
@@ -155,7 +155,7 @@ def test_shared_fleece_dir_each_vm_cleans_only_its_own(make_vm, ansible, workdir
     os.mkdir(repo)
     second.write('vda', 0, 8 * MIB, 0x81)
     proc = ansible.spawn('qemu_blockdev_backup', backup_args(second, repo, fleece_dir=shared, speed=MIB))
-    second.wait_for_job('vmb-')
+    second.wait_for_job()
     ansible.kill_module(proc, 'qemu_blockdev_backup')
     left = sorted(os.listdir(shared))
     assert left, 'the killed run left no fleece file to protect'

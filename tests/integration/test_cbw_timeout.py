@@ -40,7 +40,7 @@ def stalled_guest_write(make_vm, ansible, repo, stall):
     vm.write('vda', 0, 4 * MIB, 0x61)
     vm.write('vda', TAIL, CLUSTER, 0x62)
     proc = ansible.spawn('qemu_blockdev_backup', backup_args(vm, repo, level='full', speed=MIB))
-    job = vm.wait_for_job('vmb-')['id']
+    job = vm.wait_for_job()['id']
     # A paused backup job stops reading: only the guest's I/O meets the throttle.
     vm.qmp('block-job-pause', device=job)
     vm.wait_for_job(job, statuses=('paused',))

@@ -29,7 +29,7 @@ def test_rewrites_of_written_data_stay_out_of_the_backup(make_vm, ansible, repo,
     vm.write('vda', 0, DATA, 0x41)
     at_instant = guest_content(vm, 'instant', disks=('vda',))
     proc = ansible.spawn('qemu_blockdev_backup', backup_args(vm, repo, level='full', speed=8 * MIB))
-    vm.wait_for_job('vmb-')     # the job starts after the instant
+    vm.wait_for_job()     # the job starts after the instant
     rng = random.Random(round_)
     rewrites = 0
     while proc.poll() is None:

@@ -64,7 +64,7 @@ def test_backup_holds_the_instant_while_the_guest_writes_during_it(vm, ansible, 
 
     def write_during_backup():
         try:
-            vm.wait_for_job('vmb-', timeout=60)
+            vm.wait_for_job(timeout=60)
             for disk in ('vda', 'vdb'):
                 vm.write(disk, 0, 8 * MIB, 0x71)           # overwrite what is being copied
                 vm.write(disk, 40 * MIB, MIB, 0x72)

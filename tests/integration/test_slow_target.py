@@ -55,7 +55,7 @@ def test_guest_writes_neither_wait_for_a_slow_target_nor_reach_the_backup(make_v
         at_instant = guest_content(vm, 'instant', disks=('vda',))
         started = time.monotonic()
         proc = ansible.spawn('qemu_blockdev_backup', backup_args(vm, share, level='full', fleecing=True))
-        vm.wait_for_job('vmb-')
+        vm.wait_for_job()
         during = timed_writes(vm, rng, until=lambda: proc.poll() is not None)
         result = ansible.collect(proc)
         took = time.monotonic() - started

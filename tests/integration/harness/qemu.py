@@ -25,6 +25,8 @@ import time
 
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
+from harness.names import NODE_PREFIX
+
 BINDIR_ENV = 'VMBACKUP_QEMU_BINDIR'
 
 
@@ -389,7 +391,7 @@ class TestVM(object):
                                               force_share=True)
         assert identical, 'live disk %s differs from what the guest wrote: %s' % (disk, output)
 
-    def wait_for_job(self, prefix='vmb-', statuses=('running',), timeout=60, monitor=0):
+    def wait_for_job(self, prefix=NODE_PREFIX, statuses=('running',), timeout=60, monitor=0):
         """Wait until a job whose id starts with ``prefix`` is in ``statuses``; return it."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -403,7 +405,7 @@ class TestVM(object):
         """Anything of the collection still in QEMU: jobs, nodes, exports."""
         found = ['job ' + j['id'] for j in self.qmp('query-jobs')]
         found += ['node ' + n['node-name'] for n in self.qmp('query-named-block-nodes', flat=True)
-                  if n.get('node-name', '').startswith('vmb-')]
+                  if n.get('node-name', '').startswith(NODE_PREFIX)]
         found += ['export ' + e['id'] for e in self.qmp('query-block-exports')]
         for info in self.qmp('query-block'):
             drv = (info.get('inserted') or {}).get('drv')

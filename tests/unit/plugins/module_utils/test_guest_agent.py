@@ -15,12 +15,12 @@ import time
 
 import pytest
 
-from ansible_collections.vmbackup.qemu.plugins.module_utils.errors import VMBackupError
-from ansible_collections.vmbackup.qemu.plugins.module_utils.guest_agent import (
-    GuestAgent,
+from ansible_collections.vmbackup.qemu.plugins.module_utils.errors import (
     GuestAgentError,
     GuestAgentUnavailable,
+    VMBackupError,
 )
+from ansible_collections.vmbackup.qemu.plugins.module_utils.guest_agent import GuestAgent
 from harness.fake_qga import FakeGuestAgent
 
 

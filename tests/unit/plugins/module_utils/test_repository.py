@@ -11,8 +11,8 @@ import stat
 
 import pytest
 
+from ansible_collections.vmbackup.qemu.plugins.module_utils.errors import RepositoryError
 from ansible_collections.vmbackup.qemu.plugins.module_utils.repository import (
-    RepositoryError,
     VMRepository,
     new_backup_id,
     safe_component,

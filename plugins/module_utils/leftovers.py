@@ -1,0 +1,66 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, vmbackup.qemu developers
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""What a killed run of ours left in a QEMU and in fleece_dir, found by our
+names (names.py) and removed in the only order QEMU allows."""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import os
+
+from ansible_collections.vmbackup.qemu.plugins.module_utils.names import FLEECE_SUFFIX, fleece_prefix, is_ours
+from ansible_collections.vmbackup.qemu.plugins.module_utils.qmp import ignore_missing
+
+
+def remove_leftovers(vm, fleece_dir=None, job_timeout=60):
+    """Remove every job, export, node and fleece file a killed run of ours left.
+
+    Only call it with the VM's lock held (vmlock): then no live run of ours
+    owns anything in this QEMU, and every ``vmb-`` thing is a dead run's.
+
+    Returns a list of what was removed, in words."""
+    removed = []
+    qmp = vm.qmp
+    ended = qmp.end_jobs([job_id for job_id in qmp.query_jobs() if is_ours(job_id)], timeout=job_timeout)
+    removed += ['job %s' % job_id for job_id in ended]
+    if vm.features.has('block_export_add'):
+        for export in qmp.execute('query-block-exports'):
+            if is_ours(export.get('id')):
+                ignore_missing(qmp.execute, 'block-export-del', {'id': export['id'], 'mode': 'hard'})
+                removed.append('export %s' % export['id'])
+    nodes = vm.named_nodes()
+    ours = [name for name in nodes if is_ours(name)]
+
+    def delete(names):
+        for name in names:
+            if ignore_missing(qmp.execute, 'blockdev-del', {'node-name': name}):
+                removed.append('node %s' % name)
+
+    # Order: readers of the filters, then the filters (after switching the
+    # devices back to the node below them), then fleece images and targets.
+    delete([n for n in ours if nodes[n].get('drv') == 'snapshot-access'])
+    for info in qmp.execute('query-block'):
+        root = (info.get('inserted') or {}).get('node-name')
+        if is_ours(root) and info.get('qdev'):
+            original = vm.child_node(nodes, root, 'file')
+            vm.switch_drive(info['qdev'], original)
+            removed.append('device %s switched back to %s' % (info['qdev'], original))
+    delete([n for n in ours if nodes[n].get('drv') == 'copy-before-write'])
+    remaining = [n for n in ours if nodes[n].get('drv') not in ('snapshot-access', 'copy-before-write')]
+    # Format nodes before the protocol nodes they sit on.
+    delete([n for n in remaining if nodes[n].get('drv') != 'file'])
+    delete([n for n in remaining if nodes[n].get('drv') == 'file'])
+    for name in ours:
+        filename = nodes[name].get('file', '')
+        if filename.endswith(FLEECE_SUFFIX) and os.path.exists(filename):
+            os.unlink(filename)
+            removed.append('file %s' % filename)
+    if fleece_dir and os.path.isdir(fleece_dir):
+        for entry in os.listdir(fleece_dir):
+            # Only this VM's: other VMs' backups may be using the same fleece_dir right now.
+            if entry.startswith(fleece_prefix(vm.qmp.socket_path)) and entry.endswith(FLEECE_SUFFIX):
+                os.unlink(os.path.join(fleece_dir, entry))
+                removed.append('file %s' % os.path.join(fleece_dir, entry))
+    return removed

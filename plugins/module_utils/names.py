@@ -1,0 +1,65 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, vmbackup.qemu developers
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""The names the collection gives what it makes in QEMU and beside it: block
+nodes and jobs (``vmb-``), dirty bitmaps (``vmbackup-``) and fleece files.
+Cleanup tells our leftovers from anything else by these names alone, so they
+live here only; the test bed imports them too.
+
+Bitmaps (per repository, so two repositories never share one):
+
+    vmbackup-<repo>-i-<backup id>   changes since that backup (persistent)
+    vmbackup-<repo>-f-<chain id>    changes since the chain's full (persistent)
+    vmbackup-<repo>-t-<backup id>   frozen copy used by one run (transient)"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import hashlib
+import os
+
+# Every node, job and export the collection creates starts with this.
+NODE_PREFIX = 'vmb-'
+FLEECE_SUFFIX = '.fleece.raw'
+BITMAP_PREFIX = 'vmbackup-'
+
+
+def node_name(run_id, role, index):
+    """Names stay within QEMU's 31 characters: 'vmb-' + 6 + '-' + role + index."""
+    return '%s%s-%s%d' % (NODE_PREFIX, run_id, role, index)
+
+
+def is_ours(name):
+    return bool(name) and name.startswith(NODE_PREFIX)
+
+
+def fleece_owner(socket_path):
+    """A short key of the VM (its QMP socket), so that runs for several VMs can
+    share one fleece_dir and each cleans only its own VM's leftovers."""
+    path = os.path.realpath(socket_path)
+    return hashlib.sha256(path.encode('utf-8')).hexdigest()[:8]
+
+
+def fleece_prefix(socket_path):
+    return '%s%s-' % (NODE_PREFIX, fleece_owner(socket_path))
+
+
+def fleece_file(fleece_dir, socket_path, run_id, index):
+    return os.path.join(fleece_dir, '%s%s-%d%s' % (fleece_prefix(socket_path), run_id, index, FLEECE_SUFFIX))
+
+
+def bitmap_prefix(repository_id):
+    return '%s%s-' % (BITMAP_PREFIX, repository_id[:8])
+
+
+def inc_bitmap(repository_id, backup_id):
+    return '%si-%s' % (bitmap_prefix(repository_id), backup_id)
+
+
+def full_bitmap(repository_id, chain_id):
+    return '%sf-%s' % (bitmap_prefix(repository_id), chain_id)
+
+
+def frozen_bitmap(repository_id, backup_id):
+    return '%st-%s' % (bitmap_prefix(repository_id), backup_id)

@@ -11,11 +11,11 @@ SANITY_ARGS ?=
 VPY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all test deps venv qemu10 sanity lint action-groups units integration integration-7.2 integration-10.0 bench demo clean
+.PHONY: all test deps venv qemu10 sanity lint action-groups units function-length integration integration-7.2 integration-10.0 bench demo clean
 
 all: test
 
-test: action-groups sanity lint units integration
+test: action-groups function-length sanity lint units integration
 
 $(VENV)/.installed: requirements-dev.txt requirements.txt
 	$(PYTHON) -m venv --clear $(VENV)
@@ -33,6 +33,10 @@ sanity: venv
 
 action-groups: venv
 	$(VPY) scripts/check-action-groups.py
+
+# Our rule: no function in plugins/ longer than 60 lines (docstring excluded).
+function-length:
+	python3 scripts/long-functions.py 60
 
 lint: venv
 	scripts/run-lint.sh

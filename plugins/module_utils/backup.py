@@ -137,6 +137,37 @@ def chain_problem(chain, disks, level):
     return None
 
 
+def parent_backup(chain, level):
+    """The backup an incremental or differential builds on (None otherwise)."""
+    if level == 'incremental':
+        return chain.last
+    if level == 'differential':
+        return chain.full
+    return None
+
+
+class RunState(object):
+    """What one backup run has made so far: the steps of BackupRun._take
+    fill it in, and its one rollback undoes what it holds."""
+
+    def __init__(self, repo, disks, level, chain):
+        self.repo = repo
+        self.disks = disks
+        self.level = level
+        self.chain = chain
+        self.parent = parent_backup(chain, level)
+        self.backup_id = new_backup_id()
+        self.chain_id = chain.id if chain is not None else self.backup_id
+        self.frozen = frozen_bitmap(repo.repository_id, self.backup_id)
+        self.started = time.time()
+        self.images = []          # files this run may have written (partial, then final)
+        self.targets = {}         # disk name -> our target node, until removed
+        self.new_bitmaps = []     # (node, name) added at the instant
+        self.source_bitmaps = {}  # disk name -> (node, bitmap) an incremental copies
+        self.jobs = {}            # job id -> disk, until dismissed
+        self.view = None          # the FleeceView, until torn down
+
+
 class BackupRun(object):
     """One run of qemu_blockdev_backup."""
 
@@ -256,146 +287,168 @@ class BackupRun(object):
         self.vm.qmp.transaction(actions)
 
     def _take(self, repo, disks, level, chain):
-        vm, params = self.vm, self.params
-        repo_id = repo.repository_id
-        backup_id = new_backup_id()
-        chain_id = chain.id if chain is not None else backup_id
-        parent = None
-        if level == 'incremental':
-            parent = chain.last
-        elif level == 'differential':
-            parent = chain.full
-        fleecing = self.fleecing
-        new_bitmaps, frozen = [], frozen_bitmap(repo_id, backup_id)
-        targets, partials, started = {}, [], time.time()
-        view = None
-        jobs = {}
-        self.result.update(changed=True, backup_id=backup_id, chain=chain_id, fleecing=fleecing,
-                           parent=parent.id if parent else None)
+        """Take the backup as named steps over one RunState; any failure
+        goes through the one rollback, which reads that state."""
+        state = RunState(repo, disks, level, chain)
+        self.result.update(changed=True, backup_id=state.backup_id, chain=state.chain_id,
+                           fleecing=self.fleecing, parent=state.parent.id if state.parent else None)
         try:
-            repo.chain_dir(chain_id, create=True)
-            for index, disk in enumerate(disks):
-                partial = repo.partial_image(chain_id, backup_id, disk.name)
-                backing = os.path.basename(parent.image(disk.name)) if parent else None
-                qemu_img.create_qcow2(partial, disk.virtual_size, backing)
-                partials.append(partial)
-                targets[disk.name] = node_name(self.run_id, 'tgt', index)
-                vm.qmp.execute('blockdev-add', {
-                    'driver': 'qcow2', 'node-name': targets[disk.name], 'backing': None,
-                    'file': {'driver': 'file', 'filename': partial}})
-
-            before, source_bitmaps = [], {}
-            for disk in disks:
-                persistent = disk.persistent_bitmap_problem() is None
-                if level != 'copy':
-                    names = [inc_bitmap(repo_id, backup_id)]
-                    if level == 'full':
-                        names.append(full_bitmap(repo_id, backup_id))
-                    for name in names:
-                        before.append(('block-dirty-bitmap-add', {
-                            'node': disk.node, 'name': name, 'persistent': persistent,
-                            'granularity': BITMAP_GRANULARITY}))
-                        new_bitmaps.append((disk.node, name))
-                if level in ('incremental', 'differential'):
-                    key = 'bitmap' if level == 'incremental' else 'full_bitmap'
-                    source_bitmaps[disk.name] = (disk.node, parent.disks[disk.name][key])
-
-            def freeze_copies(sources):
-                """Frozen copies of what changed before the instant, on ``sources``."""
-                actions = []
-                for disk in disks:
-                    if disk.name not in source_bitmaps:
-                        continue
-                    actions.append(('block-dirty-bitmap-add', {
-                        'node': sources[disk.name], 'name': frozen, 'disabled': True,
-                        'persistent': False, 'granularity': BITMAP_GRANULARITY}))
-                    node, name = source_bitmaps[disk.name]
-                    actions.append(('block-dirty-bitmap-merge', {
-                        'node': sources[disk.name], 'target': frozen,
-                        'bitmaps': [{'node': node, 'name': name}]}))
-                return actions
-
-            def backup_actions(sources):
-                actions = []
-                for index, disk in enumerate(disks):
-                    job = node_name(self.run_id, 'push', index)
-                    jobs[job] = disk
-                    data = {'job-id': job, 'device': sources[disk.name], 'target': targets[disk.name],
-                            'sync': 'full', 'auto-finalize': False, 'auto-dismiss': False}
-                    if disk.name in source_bitmaps:
-                        data.update({'sync': 'bitmap', 'bitmap': frozen, 'bitmap-mode': 'never'})
-                    if params.get('speed'):
-                        data['speed'] = params['speed']
-                    if params.get('compress'):
-                        data['compress'] = True
-                    perf = job_perf(vm, fleecing)
-                    if perf:
-                        data['x-perf'] = perf
-                    actions.append(('blockdev-backup', data))
-                return actions
-
-            with GuestFreeze(params, self.warn) as freeze:
-                if fleecing:
-                    view = FleeceView(vm, disks, self.run_id, params['fleece_dir'])
-                    self.result['cbw_timeout'] = view.cbw_timeout
-                    snaps = view.create(before, freeze_copies)
-                    self.result['pause_seconds'] = round(view.pause_seconds, 4)
-                else:
-                    sources = dict((d.name, d.node) for d in disks)
-                    # One transaction: the instant for every disk and bitmap.
-                    vm.qmp.transaction(before + freeze_copies(sources) + backup_actions(sources))
-                    self.result['pause_seconds'] = 0.0
-            self.result['frozen'] = freeze.report()
-            if fleecing:
-                vm.qmp.transaction(backup_actions(snaps))
-            self.result['disks'] = self._wait(jobs, repo, backup_id, level)
-            if view is not None:
-                view.teardown()
-                view = None
-            for target in targets.values():
-                vm.qmp.execute('blockdev-del', {'node-name': target})
-            targets = {}
+            self._prepare_targets(state)
+            sources = self._take_instant(state, self._bitmap_actions(state))
+            self.result['disks'] = self._copy(state, sources)
+            self._teardown(state)
+            self._publish(state)
         except BaseException as exc:
-            error = self._abandon(exc, jobs, view, targets, new_bitmaps, disks, frozen, partials, parent)
+            error = self._rollback(state, exc)
             if error is exc:
                 raise
             raise error from exc
-        manifest = {
-            'format': FORMAT_VERSION, 'id': backup_id, 'chain': chain_id, 'level': level,
-            'parent': parent.id if parent else None, 'time': started,
-            'time_iso': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(started)),
-            'vm': repo.vm_name, 'repository': repo_id, 'qemu': vm.version,
-            'fleecing': fleecing, 'frozen': self.result['frozen'],
-            'pause_seconds': self.result.get('pause_seconds', 0.0),
-            'disks': [],
-        }
-        for disk, info in zip(disks, self.result['disks']):
-            info['file'] = repo.final_image(chain_id, backup_id, disk.name)
-            manifest['disks'].append({
+        for info in self.result['disks']:
+            info['image_size'] = os.stat(info['file']).st_blocks * 512
+        self._retire_bitmaps(state)
+        self.result['duration'] = round(time.time() - state.started, 3)
+        return self.result
+
+    def _prepare_targets(self, state):
+        """An empty qcow2 image per disk (backed by the parent's image) and
+        our node over it, for the push jobs to write into."""
+        state.repo.chain_dir(state.chain_id, create=True)
+        for index, disk in enumerate(state.disks):
+            partial = state.repo.partial_image(state.chain_id, state.backup_id, disk.name)
+            backing = os.path.basename(state.parent.image(disk.name)) if state.parent else None
+            state.images.append(partial)
+            qemu_img.create_qcow2(partial, disk.virtual_size, backing)
+            node = node_name(self.run_id, 'tgt', index)
+            self.vm.qmp.execute('blockdev-add', {
+                'driver': 'qcow2', 'node-name': node, 'backing': None,
+                'file': {'driver': 'file', 'filename': partial}})
+            state.targets[disk.name] = node
+
+    def _bitmap_actions(self, state):
+        """The bitmaps that start recording at the instant (an "i" bitmap,
+        and an "f" bitmap after a full); notes the bitmap each incremental or
+        differential copies from."""
+        repo_id, level = state.repo.repository_id, state.level
+        actions = []
+        for disk in state.disks:
+            if level == 'copy':
+                continue
+            names = [inc_bitmap(repo_id, state.backup_id)]
+            if level == 'full':
+                names.append(full_bitmap(repo_id, state.backup_id))
+            for name in names:
+                actions.append(('block-dirty-bitmap-add', {
+                    'node': disk.node, 'name': name, 'granularity': BITMAP_GRANULARITY,
+                    'persistent': disk.persistent_bitmap_problem() is None}))
+                state.new_bitmaps.append((disk.node, name))
+            if state.parent is not None:
+                key = 'bitmap' if level == 'incremental' else 'full_bitmap'
+                state.source_bitmaps[disk.name] = (disk.node, state.parent.disks[disk.name][key])
+        return actions
+
+    def _frozen_copies(self, state, sources):
+        """Frozen copies, on ``sources``, of what changed before the instant."""
+        actions = []
+        for disk in state.disks:
+            if disk.name not in state.source_bitmaps:
+                continue
+            node, name = state.source_bitmaps[disk.name]
+            actions.append(('block-dirty-bitmap-add', {
+                'node': sources[disk.name], 'name': state.frozen, 'disabled': True,
+                'persistent': False, 'granularity': BITMAP_GRANULARITY}))
+            actions.append(('block-dirty-bitmap-merge', {
+                'node': sources[disk.name], 'target': state.frozen,
+                'bitmaps': [{'node': node, 'name': name}]}))
+        return actions
+
+    def _backup_actions(self, state, sources):
+        """A push job per disk, from ``sources`` into the target nodes."""
+        actions = []
+        perf = job_perf(self.vm, self.fleecing)
+        for index, disk in enumerate(state.disks):
+            job = node_name(self.run_id, 'push', index)
+            data = {'job-id': job, 'device': sources[disk.name], 'target': state.targets[disk.name],
+                    'sync': 'full', 'auto-finalize': False, 'auto-dismiss': False}
+            if disk.name in state.source_bitmaps:
+                data.update({'sync': 'bitmap', 'bitmap': state.frozen, 'bitmap-mode': 'never'})
+            if self.params.get('speed'):
+                data['speed'] = self.params['speed']
+            if self.params.get('compress'):
+                data['compress'] = True
+            if perf:
+                data['x-perf'] = perf
+            actions.append(('blockdev-backup', data))
+            state.jobs[job] = disk
+        return actions
+
+    def _take_instant(self, state, bitmap_actions):
+        """The instant of the backup, with the guest's filesystems frozen
+        around it: the new bitmaps, the frozen copies and, without fleecing,
+        the push jobs, all in one transaction. Returns the nodes the jobs
+        read from (None once the jobs are started)."""
+        with GuestFreeze(self.params, self.warn) as freeze:
+            if self.fleecing:
+                state.view = FleeceView(self.vm, state.disks, self.run_id, self.params['fleece_dir'])
+                self.result['cbw_timeout'] = state.view.cbw_timeout
+                snaps = state.view.create(bitmap_actions, lambda nodes: self._frozen_copies(state, nodes))
+                self.result['pause_seconds'] = round(state.view.pause_seconds, 4)
+            else:
+                sources = dict((d.name, d.node) for d in state.disks)
+                self.vm.qmp.transaction(bitmap_actions + self._frozen_copies(state, sources)
+                                        + self._backup_actions(state, sources))
+                self.result['pause_seconds'] = 0.0
+                snaps = None
+        self.result['frozen'] = freeze.report()
+        return snaps
+
+    def _copy(self, state, sources):
+        """Start the push jobs from the fleecing view (without fleecing they
+        started at the instant), then wait for them; the per-disk report."""
+        if sources is not None:
+            self.vm.qmp.transaction(self._backup_actions(state, sources))
+        report = self._wait(state)
+        state.jobs = {}
+        return report
+
+    def _teardown(self, state):
+        """Remove the fleecing view and our target nodes: the images are complete."""
+        if state.view is not None:
+            state.view.teardown()
+            state.view = None
+        for disk_name in list(state.targets):
+            self.vm.qmp.execute('blockdev-del', {'node-name': state.targets.pop(disk_name)})
+
+    def _publish(self, state):
+        """Write the manifest that makes the backup visible to restores."""
+        manifest = self._manifest(state)
+        state.images += [state.repo.final_image(state.chain_id, state.backup_id, d.name) for d in state.disks]
+        try:
+            state.repo.publish(manifest)
+        except (IOError, OSError) as exc:
+            raise BackupError('writing the backup into %s failed: %s' % (state.repo.root, exc))
+
+    def _manifest(self, state):
+        repo_id, level = state.repo.repository_id, state.level
+        full = (full_bitmap(repo_id, state.chain_id) if level in ('incremental', 'differential')
+                else full_bitmap(repo_id, state.backup_id) if level == 'full' else None)
+        records = []
+        for disk, info in zip(state.disks, self.result['disks']):
+            info['file'] = state.repo.final_image(state.chain_id, state.backup_id, disk.name)
+            records.append({
                 'disk': disk.name, 'node': disk.node, 'file': os.path.basename(info['file']),
                 'virtual_size': disk.virtual_size, 'bytes_written': info['bytes_written'],
                 'duration': info['duration'], 'granularity': BITMAP_GRANULARITY,
-                'bitmap': inc_bitmap(repo_id, backup_id) if level != 'copy' else None,
-                'full_bitmap': (full_bitmap(repo_id, chain_id) if level in ('incremental', 'differential')
-                                else full_bitmap(repo_id, backup_id) if level == 'full' else None),
-                'persistent_bitmap': disk.persistent_bitmap_problem() is None,
+                'bitmap': inc_bitmap(repo_id, state.backup_id) if level != 'copy' else None,
+                'full_bitmap': full, 'persistent_bitmap': disk.persistent_bitmap_problem() is None,
             })
-        try:
-            repo.publish(manifest)
-        except (IOError, OSError) as exc:
-            # Nothing was published: drop the images and the new bitmaps, as
-            # after any failure (the old bitmaps still hold every change).
-            self._abandon(BackupError('writing the backup into %s failed: %s' % (repo.root, exc)), {}, None,
-                          {}, new_bitmaps, disks, frozen,
-                          partials + [repo.final_image(chain_id, backup_id, d.name) for d in disks], parent)
-            raise BackupError('writing the backup into %s failed: %s. Nothing of this run was kept; the next '
-                              'backup includes every change since %s.' % (
-                                  repo.root, exc, 'backup %s' % parent.id if parent else 'the last good backup'))
-        for info in self.result['disks']:
-            info['image_size'] = os.stat(info['file']).st_blocks * 512
-        self._retire_bitmaps(disks, repo_id, level, frozen, backup_id, chain)
-        self.result['duration'] = round(time.time() - started, 3)
-        return self.result
+        return {
+            'format': FORMAT_VERSION, 'id': state.backup_id, 'chain': state.chain_id, 'level': level,
+            'parent': state.parent.id if state.parent else None, 'time': state.started,
+            'time_iso': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(state.started)),
+            'vm': state.repo.vm_name, 'repository': repo_id, 'qemu': self.vm.version,
+            'fleecing': self.fleecing, 'frozen': self.result['frozen'],
+            'pause_seconds': self.result.get('pause_seconds', 0.0), 'disks': records,
+        }
 
     def _fleecing_wanted(self):
         wanted = self.params.get('fleecing')
@@ -407,12 +460,12 @@ class BackupRun(object):
             return able
         return wanted
 
-    def _wait(self, jobs, repo, backup_id, level):
+    def _wait(self, state):
         """Wait for the push jobs, finalize them together, report per disk.
 
         Progress goes to the repository's .progress.json for whoever watches
         (the backup role prints it while it waits)."""
-        qmp = self.vm.qmp
+        qmp, jobs = self.vm.qmp, state.jobs
         started = time.time()
         done_at = {}
 
@@ -422,8 +475,8 @@ class BackupRun(object):
                     done_at[job_id] = time.time()
             done = sum(j.get('current-progress', 0) for j in states.values())
             total = sum(j.get('total-progress', 0) for j in states.values())
-            repo.write_progress({
-                'backup_id': backup_id, 'level': level, 'bytes_done': done, 'bytes_total': total,
+            state.repo.write_progress({
+                'backup_id': state.backup_id, 'level': state.level, 'bytes_done': done, 'bytes_total': total,
                 'percent': round(100.0 * done / total, 1) if total else 0.0,
                 'seconds': round(time.time() - started, 1),
             })
@@ -451,40 +504,41 @@ class BackupRun(object):
                            'duration': round(done_at.get(job_id, time.time()) - started, 3)})
         return report
 
-    def _abandon(self, exc, jobs, view, targets, new_bitmaps, disks, frozen, partials, parent):
-        """Undo a failed run so that nothing of it is trusted or left behind.
+    def _rollback(self, state, exc):
+        """Undo a failed run, from what ``state`` says it made, so that
+        nothing of it is trusted or left behind; the error to raise.
 
         The old bitmaps recorded every write throughout, so removing the new
         ones is all it takes for the next backup to include everything."""
         problems = []
+
+        def attempt(what, call, *args):
+            try:
+                call(*args)
+            except Exception as err:  # pylint: disable=broad-except
+                problems.append('%s: %s' % (what, err))
+
         qmp = self.vm.qmp
         if not isinstance(exc, QMPDisconnectedError):
-            def attempt(what, call, *args):
-                try:
-                    call(*args)
-                except Exception as err:  # pylint: disable=broad-except
-                    problems.append('%s: %s' % (what, err))
-
-            if jobs:
-                attempt('end the jobs', qmp.end_jobs, list(jobs))
-            if view is not None:
-                attempt('fleecing teardown', view.teardown)
-            for target in targets.values():
+            if state.jobs:
+                attempt('end the jobs', qmp.end_jobs, list(state.jobs))
+            if state.view is not None:
+                attempt('fleecing teardown', state.view.teardown)
+            for target in state.targets.values():
                 attempt('remove ' + target, ignore_missing, qmp.execute, 'blockdev-del', {'node-name': target})
             # Without fleecing the frozen copies sit on the disks' nodes; with
             # it they went with the snapshot nodes.
             actions = [('block-dirty-bitmap-remove', {'node': node, 'name': name})
-                       for node, name in new_bitmaps + [(d.node, frozen) for d in disks]]
+                       for node, name in state.new_bitmaps + [(d.node, state.frozen) for d in state.disks]]
             attempt('remove the new bitmaps', self._remove_bitmaps_present, actions)
-        for path in partials:
+        for path in state.images:
             if os.path.exists(path):
-                os.unlink(path)
-        if partials:
-            try:
-                os.rmdir(os.path.dirname(partials[0]))   # only if this run made it and it is empty
-            except OSError:
-                pass
-        return self._failure(exc, parent, problems)
+                attempt('remove ' + path, os.unlink, path)
+        try:
+            os.rmdir(state.repo.chain_dir(state.chain_id))   # only if this run made it and it is empty
+        except OSError:
+            pass
+        return self._failure(exc, state.parent, problems)
 
     def _failure(self, exc, parent, problems):
         """The error to raise for ``exc``: a new BackupError whose message
@@ -495,8 +549,9 @@ class BackupRun(object):
         if not isinstance(exc, VMBackupError):
             return exc
         parts = [exc.msg]
+        # Only a job's error can mean a broken fleecing view.
         hint = broken_snapshot_hint(exc.msg, self.params.get('fleece_dir'), self.result.get('cbw_timeout')) \
-            if self.fleecing else None
+            if self.fleecing and exc.details.get('job_errors') else None
         if hint:
             parts.append(' (%s)' % hint)
         if not ''.join(parts).endswith('.'):
@@ -515,22 +570,23 @@ class BackupRun(object):
                 existing.add((node['node-name'], bitmap.get('name')))
         self.vm.qmp.transaction([a for a in actions if (a[1]['node'], a[1]['name']) in existing])
 
-    def _retire_bitmaps(self, disks, repo_id, level, frozen, backup_id, chain):
+    def _retire_bitmaps(self, state):
         """After the manifest is written: drop the bitmaps the new backup replaced.
 
         After a full: every older bitmap of this repository. After an
         incremental or differential: the "i" bitmap of the backup before it
         (the new "i" bitmap took over). Always: the frozen copy."""
-        new = set([inc_bitmap(repo_id, backup_id), full_bitmap(repo_id, backup_id)])
+        repo_id, level = state.repo.repository_id, state.level
+        new = set([inc_bitmap(repo_id, state.backup_id), full_bitmap(repo_id, state.backup_id)])
         prefix = bitmap_prefix(repo_id)
-        names = dict((d.name, d) for d in disks)
+        names = set(d.name for d in state.disks)
         actions = []
         for disk in self.vm.disks():
             if disk.name not in names:
                 continue
-            retired = set([frozen])
+            retired = set([state.frozen])
             if level in ('incremental', 'differential'):
-                retired.add(chain.last.disks[disk.name]['bitmap'])
+                retired.add(state.chain.last.disks[disk.name]['bitmap'])
             for bitmap in disk.bitmaps:
                 stale = bitmap.name in retired or (
                     level == 'full' and bitmap.name.startswith(prefix) and bitmap.name not in new)

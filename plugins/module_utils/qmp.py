@@ -27,7 +27,7 @@ from ansible_collections.vmbackup.qemu.plugins.module_utils.errors import (
 
 try:
     import asyncio
-    from qemu.qmp import QMPClient, ConnectError, ExecuteError
+    from qemu.qmp import QMPClient, ConnectError, EventListener, ExecuteError
     from qemu.qmp.error import QMPError, ProtocolError
     HAS_QEMU_QMP = True
     QEMU_QMP_IMPORT_ERROR = None
@@ -125,6 +125,7 @@ class QMPConnection(object):
         self.timeout = float(timeout)
         self._loop = None
         self._client = None
+        self._listeners = {}
         self.greeting = None
 
     # -- connection ---------------------------------------------------------
@@ -169,6 +170,7 @@ class QMPConnection(object):
         if self._loop is not None:
             self._loop.close()
         self._client = None
+        self._listeners = {}
         self._loop = None
 
     def close(self):
@@ -226,23 +228,25 @@ class QMPConnection(object):
     def wait_event(self, names, timeout):
         """Wait up to ``timeout`` seconds for one of the events ``names``.
 
-        Returns the event, or None when none came in time."""
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            try:
-                event = self._run(self._client.events.get(), remaining)
-            except asyncio.TimeoutError:
-                return None
-            except (QMPError, EOFError, OSError):
-                self._abandon()
-                raise QMPDisconnectedError(
-                    'lost the QMP connection to %s while waiting for %s: QEMU exited or closed '
-                    'the monitor' % (self.socket_path, '/'.join(names)), socket=self.socket_path)
-            if event.get('event') in names:
-                return dict(event)
+        Returns the event, or None when none came in time. The first wait for
+        ``names`` registers a qemu.qmp EventListener for them, which then
+        queues those events for every later wait on this connection."""
+        if self._client is None:
+            raise QMPDisconnectedError('not connected to QMP socket %s' % self.socket_path,
+                                       socket=self.socket_path)
+        names = tuple(sorted(names))
+        if names not in self._listeners:
+            self._listeners[names] = EventListener(names)
+            self._client.register_listener(self._listeners[names])
+        try:
+            return dict(self._run(self._listeners[names].get(), max(timeout, 0)))
+        except asyncio.TimeoutError:
+            return None
+        except (QMPError, EOFError, OSError):
+            self._abandon()
+            raise QMPDisconnectedError(
+                'lost the QMP connection to %s while waiting for %s: QEMU exited or closed '
+                'the monitor' % (self.socket_path, '/'.join(names)), socket=self.socket_path)
 
     def query_jobs(self, job_ids=None):
         jobs = self.execute('query-jobs')

@@ -121,28 +121,19 @@ class QMPSchema(object):
         return set(self.union_cases(actions_type)) if actions_type else set()
 
 
-# What the collection may ask of a QEMU: name -> (description, probe).
+# What the collection asks of a QEMU: name -> (description, probe). Only
+# probes something consults live here; a new option adds the one it needs.
 FEATURES = {
     'copy_before_write': ("the copy-before-write block driver (QEMU 6.2)",
                           lambda s: 'copy-before-write' in s.blockdev_drivers()),
     'cbw_on_cbw_error': ("copy-before-write on-cbw-error and cbw-timeout (QEMU 7.1)",
                          lambda s: s.command_arg('blockdev-add', ('case', 'copy-before-write'), 'on-cbw-error')),
-    'cbw_min_cluster_size': ("copy-before-write min-cluster-size (QEMU 9.2)",
-                             lambda s: s.command_arg('blockdev-add', ('case', 'copy-before-write'), 'min-cluster-size')),
     'snapshot_access': ("the snapshot-access block driver (QEMU 7.0)",
                         lambda s: 'snapshot-access' in s.blockdev_drivers()),
     'blockdev_backup': ("blockdev-backup (QEMU 2.3)",
                         lambda s: s.has_command('blockdev-backup')),
-    'backup_filter_node_name': ("blockdev-backup filter-node-name (QEMU 4.2)",
-                                lambda s: s.command_arg('blockdev-backup', 'filter-node-name')),
-    'backup_discard_source': ("blockdev-backup discard-source (QEMU 9.1)",
-                              lambda s: s.command_arg('blockdev-backup', 'discard-source')),
-    'backup_on_cbw_error': ("blockdev-backup on-cbw-error (QEMU 10.1)",
-                            lambda s: s.command_arg('blockdev-backup', 'on-cbw-error')),
     'backup_max_workers': ("blockdev-backup x-perf.max-workers (QEMU 6.0)",
                            lambda s: s.command_arg('blockdev-backup', 'x-perf', 'max-workers')),
-    'backup_min_cluster_size': ("blockdev-backup x-perf.min-cluster-size (QEMU 9.2)",
-                                lambda s: s.command_arg('blockdev-backup', 'x-perf', 'min-cluster-size')),
     'bitmap_transactions': ("dirty bitmap add/remove/clear/enable/disable/merge in transactions (QEMU 4.2)",
                             lambda s: set(['block-dirty-bitmap-add', 'block-dirty-bitmap-remove',
                                            'block-dirty-bitmap-clear', 'block-dirty-bitmap-enable',
@@ -150,14 +141,6 @@ FEATURES = {
                             <= s.transaction_actions()),
     'block_export_add': ("block-export-add (QEMU 5.2)",
                          lambda s: s.has_command('block-export-add')),
-    'nbd_export_bitmap_node': ("NBD export bitmaps given as node/name pairs (QEMU 7.1)",
-                               lambda s: s.command_arg('block-export-add', ('case', 'nbd'), 'bitmaps', 'node')),
-    'blockdev_reopen': ("blockdev-reopen (QEMU 6.1)",
-                        lambda s: s.has_command('blockdev-reopen')),
-    'blockdev_replace': ("blockdev-replace",
-                         lambda s: s.has_command('blockdev-replace')),
-    'node_children': ("the children of block nodes in query-named-block-nodes (QEMU 10.1)",
-                      lambda s: s.command_ret('query-named-block-nodes', 'children')),
     'block_graph_debug': ("x-debug-query-block-graph (QEMU 4.0)",
                           lambda s: s.has_command('x-debug-query-block-graph')),
     'jobs': ("the job-* commands and query-jobs (QEMU 3.0)",
@@ -185,6 +168,3 @@ class Features(object):
                 'QEMU or choose options that do not need it' % (
                     purpose, FEATURES[name][0], ' (%s)' % version if version else ''),
                 missing_feature=name)
-
-    def as_dict(self):
-        return dict((name, self.has(name)) for name in sorted(FEATURES))

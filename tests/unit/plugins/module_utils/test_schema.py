@@ -81,11 +81,9 @@ def test_features(schema):
     features = Features(schema)
     assert features.has('copy_before_write')
     assert features.has('cbw_on_cbw_error')
-    assert features.has('backup_filter_node_name')
+    assert features.has('block_export_add')
     assert not features.has('snapshot_access')
-    assert not features.has('node_children')
-    assert features.has('nbd_export_bitmap_node')
+    assert features.has('backup_max_workers')
     with pytest.raises(FeatureMissingError) as info:
         features.require('snapshot_access', 'fleecing')
     assert 'fleecing needs the snapshot-access block driver' in info.value.msg
-    assert set(features.as_dict()) >= {'copy_before_write', 'snapshot_access'}

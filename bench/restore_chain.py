@@ -40,6 +40,7 @@ import json
 import os
 import random
 import statistics
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -297,10 +298,26 @@ def report(bench, times, facts):
             'floors': [[label, median[label]] for label in (CONVERT, DURABLE)]}, kind='bar')
 
 
+class QemuImgRunner(object):
+    """What qemu_img.bind() needs of an AnsibleModule, for restore.py run in
+    this process with the benchmark's qemu-img."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def get_bin_path(self, name):
+        return self.path if name == 'qemu-img' else None
+
+    def run_command(self, args, umask=None):
+        proc = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+                              check=False, preexec_fn=(lambda: os.umask(umask)) if umask is not None else None)
+        return proc.returncode, proc.stdout, proc.stderr
+
+
 def run(args, bench):
     # restore.py's checks, run in this process, must use the benchmark's qemu-img.
     os.environ.update(bench.qemu.env())
-    qemu_img.QEMU_IMG = bench.qemu.img
+    qemu_img.bind(QemuImgRunner(bench.qemu.img))
     chain = Chain(bench, args)
     chain.build()
     facts = chain.facts()

@@ -15,6 +15,7 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
+from ansible_collections.vmbackup.qemu.plugins.module_utils import qemu_img
 from ansible_collections.vmbackup.qemu.plugins.module_utils.errors import QMPConnectError, VMBackupError
 from ansible_collections.vmbackup.qemu.plugins.module_utils.qmp import (
     DEFAULT_TIMEOUT,
@@ -84,6 +85,7 @@ class QMPModule(object):
 def run_guarded(module, work):
     """Call ``work()`` and exit with the dict it returns; every failure ends
     in a clean `msg`, never a traceback."""
+    qemu_img.bind(module)
     try:
         result = work()
     except VMBackupError as exc:

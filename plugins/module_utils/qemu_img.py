@@ -8,8 +8,6 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import json
-import os
-import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.vmbackup.qemu.plugins.module_utils.errors import QemuImgError
@@ -21,21 +19,34 @@ CHECK_OK, CHECK_CORRUPT, CHECK_LEAKS = 0, 2, 3
 # How many checks check_all() runs at a time.
 CHECK_JOBS = 4
 
+# What runs qemu-img: the module of this process (module.run_guarded binds
+# it), through its get_bin_path and run_command.
+_runner = {'module': None, 'path': None}
+
+
+def bind(module):
+    """Run qemu-img through ``module``: an AnsibleModule, or anything with its
+    ``get_bin_path(name)`` and ``run_command(args, umask=...)``."""
+    _runner.update(module=module, path=None)
+
+
+def _binary():
+    if _runner['module'] is None:
+        raise QemuImgError('internal error in vmbackup.qemu: qemu-img used before qemu_img.bind()')
+    if _runner['path'] is None:
+        _runner['path'] = _runner['module'].get_bin_path(QEMU_IMG)
+        if not _runner['path']:
+            raise QemuImgError('cannot find %s on PATH: install QEMU\'s tools (Debian: qemu-utils)' % QEMU_IMG)
+    return _runner['path']
+
 
 def run(args, check=True, umask=None):
-    """Run ``qemu-img ARGS``; return (returncode, combined output)."""
-    old_umask = os.umask(umask) if umask is not None else None
-    try:
-        proc = subprocess.run([QEMU_IMG] + list(args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              universal_newlines=True, check=False)
-    except OSError as exc:
-        raise QemuImgError('cannot run %s (%s): install QEMU\'s tools (Debian: qemu-utils)' % (QEMU_IMG, exc))
-    finally:
-        if old_umask is not None:
-            os.umask(old_umask)
-    if check and proc.returncode != 0:
-        raise QemuImgError('qemu-img %s failed: %s' % (args[0], proc.stdout.strip()))
-    return proc.returncode, proc.stdout
+    """Run ``qemu-img ARGS``; return (returncode, stdout, stderr)."""
+    binary = _binary()
+    code, out, err = _runner['module'].run_command([binary] + list(args), umask=umask)
+    if check and code != 0:
+        raise QemuImgError('qemu-img %s failed: %s' % (args[0], (err + out).strip()))
+    return code, out, err
 
 
 def create_qcow2(path, size, backing=None):
@@ -51,13 +62,13 @@ def info(path, backing_chain=False):
     args = ['info', '--output=json', '-U']
     if backing_chain:
         args.append('--backing-chain')
-    output = run(args + [path])[1]
-    return json.loads(output)
+    return json.loads(run(args + [path])[1])
 
 
 def check(path):
     """Return (returncode, output) of ``qemu-img check`` (read-only)."""
-    return run(['check', '-U', '--output=human', path], check=False)
+    code, out, err = run(['check', '-U', '--output=human', path], check=False)
+    return code, (out + err).strip()
 
 
 def check_all(paths, jobs=CHECK_JOBS):
@@ -76,9 +87,9 @@ def compare(first, second, first_format=None, second_format=None):
         args += ['-f', first_format]
     if second_format:
         args += ['-F', second_format]
-    code, output = run(args + [first, second], check=False)
+    code, out, err = run(args + [first, second], check=False)
     if code not in (0, 1):
-        raise QemuImgError('qemu-img compare of %s and %s failed: %s' % (first, second, output.strip()))
+        raise QemuImgError('qemu-img compare of %s and %s failed: %s' % (first, second, (err + out).strip()))
     return code == 0
 
 

@@ -7,13 +7,12 @@
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
-import json
 import os
 
 from ansible_collections.vmbackup.qemu.plugins.module_utils import qemu_img
 from ansible_collections.vmbackup.qemu.plugins.module_utils.paths import directory_problem
 from ansible_collections.vmbackup.qemu.plugins.module_utils.errors import RepositoryError
-from ansible_collections.vmbackup.qemu.plugins.module_utils.repository import MANIFEST_SUFFIX, VMRepository
+from ansible_collections.vmbackup.qemu.plugins.module_utils.repository import VMRepository, is_repository
 
 
 def list_vms(target_dir):
@@ -21,7 +20,7 @@ def list_vms(target_dir):
     if problem:
         raise RepositoryError(problem)
     return sorted(name for name in os.listdir(target_dir)
-                  if os.path.isfile(os.path.join(target_dir, name, 'repository.json')))
+                  if is_repository(os.path.join(target_dir, name)))
 
 
 def open_vm(target_dir, vm_name):
@@ -71,9 +70,35 @@ def _size(path):
         return None
 
 
-def newest(repo):
-    backups = [b for chain in repo.chains() for b in chain.backups]
+def newest(backups):
+    """The newest of ``backups`` (None if there are none)."""
     return max(backups, key=lambda b: (b.time, b.id)) if backups else None
+
+
+def inspect(target_dir, vm_name=None, verify=False):
+    """What qemu_backup_info returns: the chains of one VM or of all, the
+    newest (restorable, when verified) backup of each, and the problems found."""
+    if vm_name is not None:
+        repos = [open_vm(target_dir, vm_name)]
+    else:
+        repos = [VMRepository(target_dir, name) for name in list_vms(target_dir)]
+    chains, problems, newest_ids = [], [], {}
+    for repo in repos:
+        described = describe(repo)
+        candidates = [b for c in repo.chains() for b in c.backups]
+        if verify:
+            verifier = Verifier(repo)
+            problems += verifier.run()
+            ok = dict((b.id, verifier.restorable(c, b)) for c in repo.chains() for b in c.backups)
+            for chain in described:
+                for backup in chain['backups']:
+                    backup['restorable'] = ok[backup['id']]
+            candidates = [b for b in candidates if ok[b.id]]
+        best = newest(candidates)
+        newest_ids[repo.vm_name] = best.id if best else None
+        chains += described
+    return dict(changed=False, vms=[r.vm_name for r in repos], chains=chains, newest=newest_ids,
+                problems=problems, verified=verify)
 
 
 class Verifier(object):
@@ -90,38 +115,23 @@ class Verifier(object):
                               'file': path, 'severity': severity, 'problem': text})
 
     def run(self):
-        for name in sorted(os.listdir(self.repo.root)):
-            path = os.path.join(self.repo.root, name)
-            if os.path.isdir(path) and not name.startswith('.'):
-                self._chain_dir(name, path)
+        chains = dict((c.id, c) for c in self.repo.chains())
+        for chain_dir in self.repo.chain_dirs().values():
+            self._chain_dir(chain_dir)
+            for backup in chains[chain_dir.id].backups if chain_dir.id in chains else []:
+                self._backup(chains[chain_dir.id], backup)
         return self.problems
 
-    def _chain_dir(self, chain_id, path):
-        named = set()
-        manifests = {}
-        for entry in sorted(os.listdir(path)):
-            if entry.endswith(MANIFEST_SUFFIX) and not entry.startswith('.'):
-                try:
-                    with open(os.path.join(path, entry)) as handle:
-                        manifest = json.load(handle)
-                    manifests[manifest['id']] = manifest
-                    named.add(entry)
-                    named.update(d['file'] for d in manifest['disks'])
-                except (IOError, ValueError, KeyError, TypeError) as exc:
-                    self.problem('manifest cannot be read (%s)' % exc, chain=chain_id,
-                                 path=os.path.join(path, entry))
-                    named.add(entry)
-        for entry in sorted(os.listdir(path)):
+    def _chain_dir(self, chain_dir):
+        for entry, cause in chain_dir.unreadable:
+            self.problem('manifest cannot be read (%s)' % cause, chain=chain_dir.id,
+                         path=os.path.join(chain_dir.path, entry))
+        named = chain_dir.named()
+        for entry in chain_dir.entries:
             if entry not in named:
                 self.problem('orphan file: no manifest names it (left by an interrupted backup; the next '
-                             'backup removes it)', chain=chain_id, path=os.path.join(path, entry),
+                             'backup removes it)', chain=chain_dir.id, path=os.path.join(chain_dir.path, entry),
                              severity='warning')
-        chain = [c for c in self.repo.chains() if c.id == chain_id]
-        if not chain:
-            return
-        chain = chain[0]
-        for backup in chain.backups:
-            self._backup(chain, backup)
 
     def _backup(self, chain, backup):
         manifest = backup.manifest

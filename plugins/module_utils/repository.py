@@ -31,6 +31,8 @@ from ansible_collections.vmbackup.qemu.plugins.module_utils.errors import Reposi
 from ansible_collections.vmbackup.qemu.plugins.module_utils.paths import directory_problem, fsync_directory, vm_name_problem
 
 FORMAT_VERSION = 1
+INFO_FILE = 'repository.json'
+PROGRESS_FILE = '.progress.json'
 MANIFEST_SUFFIX = '.json'
 PARTIAL_SUFFIX = '.partial'
 _SAFE_NAME = re.compile(r'[^A-Za-z0-9._-]')
@@ -47,6 +49,29 @@ def safe_component(name):
 def new_backup_id(now=None):
     stamp = time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(now if now is not None else time.time()))
     return '%s-%s' % (stamp, binascii.hexlify(os.urandom(2)).decode('ascii'))
+
+
+def is_repository(path):
+    """True when ``path`` is a VM's repository (it has its identity file)."""
+    return os.path.isfile(os.path.join(path, INFO_FILE))
+
+
+def progress_file(target_dir, vm_name):
+    """Where a running backup of ``vm_name`` reports its progress (JSON)."""
+    return os.path.join(target_dir, vm_name, PROGRESS_FILE)
+
+
+def is_manifest(entry):
+    return entry.endswith(MANIFEST_SUFFIX) and not entry.startswith('.')
+
+
+def read_manifest(path):
+    """The manifest at ``path`` as a Backup; RepositoryError if it cannot be read."""
+    try:
+        with open(path) as handle:
+            return Backup(os.path.dirname(path), json.load(handle))
+    except (IOError, ValueError, KeyError, TypeError) as exc:
+        raise RepositoryError('manifest %s cannot be read (%s)' % (path, exc), path=path, cause=str(exc))
 
 
 def write_json_atomically(path, data):
@@ -107,6 +132,35 @@ class Chain(object):
         return None
 
 
+class ChainDir(object):
+    """A chain directory as found on disk: the backups whose manifests
+    read, the manifests that do not, and the files they name."""
+
+    def __init__(self, chain_id, path):
+        self.id = chain_id
+        self.path = path
+        self.entries = sorted(os.listdir(path))
+        self.backups, self.unreadable = [], []
+        for entry in self.entries:
+            if is_manifest(entry):
+                try:
+                    self.backups.append(read_manifest(os.path.join(path, entry)))
+                except RepositoryError as exc:
+                    self.unreadable.append((entry, exc.details['cause']))
+
+    def named(self):
+        """The entries a manifest accounts for: the manifests, readable or
+        not, the images of those that read, and every file of the backup of
+        one that does not (it might be a newer format's)."""
+        named = set(e for e in self.entries if is_manifest(e))
+        for backup in self.backups:
+            named.update(d['file'] for d in backup.manifest['disks'])
+        for entry, _cause in self.unreadable:
+            prefix = entry[:-len(MANIFEST_SUFFIX)] + '.'
+            named.update(e for e in self.entries if e.startswith(prefix))
+        return named
+
+
 class VMRepository(object):
     """The part of a repository that holds one VM's backups."""
 
@@ -119,12 +173,13 @@ class VMRepository(object):
         self.root = os.path.join(target_dir, vm_name)
         self._lock_fd = None
         self._info = None
+        self._scan = None      # {chain id: ChainDir}, read once until this run changes it
 
     # -- identity and locking ---------------------------------------------------
 
     @property
     def info_path(self):
-        return os.path.join(self.root, 'repository.json')
+        return os.path.join(self.root, INFO_FILE)
 
     def exists(self):
         return os.path.exists(self.info_path)
@@ -186,26 +241,26 @@ class VMRepository(object):
 
     # -- chains -------------------------------------------------------------
 
+    def chain_dirs(self):
+        """Every chain directory as read from disk: {chain id: ChainDir}. The
+        manifests are read once; what this object changes reads them again."""
+        if self._scan is None:
+            self._scan = {}
+            if os.path.isdir(self.root):
+                for name in sorted(os.listdir(self.root)):
+                    path = os.path.join(self.root, name)
+                    if not name.startswith('.') and os.path.isdir(path):
+                        self._scan[name] = ChainDir(name, path)
+        return self._scan
+
+    def _changed(self):
+        self._scan = None
+
     def chains(self):
-        """Every chain with at least one complete backup, oldest first."""
-        if not os.path.isdir(self.root):
-            return []
-        chains = []
-        for name in sorted(os.listdir(self.root)):
-            path = os.path.join(self.root, name)
-            if name.startswith('.') or not os.path.isdir(path):
-                continue
-            backups = []
-            for entry in sorted(os.listdir(path)):
-                if not entry.endswith(MANIFEST_SUFFIX) or entry.startswith('.'):
-                    continue
-                try:
-                    with open(os.path.join(path, entry)) as handle:
-                        backups.append(Backup(path, json.load(handle)))
-                except (IOError, ValueError, KeyError):
-                    continue  # reported by qemu_backup_info's verify; not a base for new backups
-            if backups:
-                chains.append(Chain(name, path, backups))
+        """Every chain with at least one complete backup, oldest first. A
+        manifest that cannot be read is not a base for new backups
+        (qemu_backup_info's verify reports it)."""
+        chains = [Chain(d.id, d.path, d.backups) for d in self.chain_dirs().values() if d.backups]
         return sorted(chains, key=lambda c: (c.backups[0].time, c.id))
 
     def latest_chain(self):
@@ -231,6 +286,7 @@ class VMRepository(object):
     def publish(self, manifest):
         """Make a backup visible: partial images get their final names, then
         the manifest is written. Until the manifest exists, nothing trusts them."""
+        self._changed()
         chain_dir = self.chain_dir(manifest['chain'])
         for disk in manifest['disks']:
             partial = self.partial_image(manifest['chain'], manifest['id'], disk['disk'])
@@ -249,6 +305,7 @@ class VMRepository(object):
         never leaves a chain that looks whole but lacks its middle."""
         chains = [c for c in self.chains() if c.full is not None]
         doomed = [c for c in chains[:max(len(chains) - keep, 0)] if c.id != in_use]
+        self._changed()
         for chain in doomed:
             hidden = os.path.join(self.root, '.%s.deleting' % chain.id)
             os.rename(chain.path, hidden)
@@ -257,7 +314,7 @@ class VMRepository(object):
 
     @property
     def progress_path(self):
-        return os.path.join(self.root, '.progress.json')
+        return progress_file(self.target_dir, self.vm_name)
 
     def write_progress(self, data):
         """Best effort: a progress report must never fail a backup (the
@@ -273,8 +330,8 @@ class VMRepository(object):
 
     def remove_unpublished(self):
         """Delete what runs that did not finish left: partial and temporary
-        files, images no manifest names, chain directories left empty.
-        Returns the paths removed."""
+        files, images no manifest names, chain directories left empty, a
+        prune cut short. Returns the paths removed."""
         removed = []
         if not os.path.isdir(self.root):
             return removed
@@ -283,26 +340,22 @@ class VMRepository(object):
             if name.startswith('.') and name.endswith('.deleting') and os.path.isdir(path):
                 shutil.rmtree(path)      # a prune that was cut short
                 removed.append(path)
-                continue
-            if name.startswith('.') or not os.path.isdir(path):
-                continue
-            entries = os.listdir(path)
-            named = set()
-            for entry in entries:
-                if entry.endswith(MANIFEST_SUFFIX) and not entry.startswith('.'):
-                    try:
-                        with open(os.path.join(path, entry)) as handle:
-                            named.update(d['file'] for d in json.load(handle)['disks'])
-                    except (IOError, ValueError, KeyError, TypeError):
-                        named.update(e for e in entries if e.startswith(entry[:-len(MANIFEST_SUFFIX)] + '.'))
-            for entry in entries:
-                full = os.path.join(path, entry)
-                ours = entry.endswith(PARTIAL_SUFFIX) or entry.endswith('.tmp') or (
-                    entry.endswith('.qcow2') and _BACKUP_ID.match(entry.split('.', 1)[0]) and entry not in named)
-                if ours and os.path.isfile(full):
+        for chain_dir in self.chain_dirs().values():
+            named = chain_dir.named()
+            for entry in chain_dir.entries:
+                full = os.path.join(chain_dir.path, entry)
+                if is_unpublished(entry, named) and os.path.isfile(full):
                     os.unlink(full)
                     removed.append(full)
-            if not os.listdir(path):
-                os.rmdir(path)
-                removed.append(path)
+            if not os.listdir(chain_dir.path):
+                os.rmdir(chain_dir.path)
+                removed.append(chain_dir.path)
+        self._changed()
         return removed
+
+
+def is_unpublished(entry, named):
+    """True for a file of ours in a chain directory that no manifest
+    accounts for: partial, temporary, or an image of a backup never published."""
+    return entry.endswith(PARTIAL_SUFFIX) or entry.endswith('.tmp') or (
+        entry.endswith('.qcow2') and bool(_BACKUP_ID.match(entry.split('.', 1)[0])) and entry not in named)

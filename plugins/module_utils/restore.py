@@ -19,7 +19,7 @@ def find_backup(repo, backup_id=None):
     """(chain, backup) for ``backup_id``, or the newest backup."""
     chains = repo.chains()
     if backup_id is None:
-        backup = newest(repo)
+        backup = newest([b for chain in chains for b in chain.backups])
         if backup is None:
             raise RestoreError('the repository holds no complete backup of %s' % repo.vm_name)
         backup_id = backup.id

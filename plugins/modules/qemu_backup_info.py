@@ -108,42 +108,9 @@ verified:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.vmbackup.qemu.plugins.module_utils.catalog import (
-    Verifier,
-    describe,
-    list_vms,
-    open_vm,
-)
+from ansible_collections.vmbackup.qemu.plugins.module_utils.catalog import inspect
 from ansible_collections.vmbackup.qemu.plugins.module_utils.module import run_guarded
 from ansible_collections.vmbackup.qemu.plugins.module_utils.paths import make_absolute, vm_name_problem
-from ansible_collections.vmbackup.qemu.plugins.module_utils.repository import VMRepository
-
-
-def inspect(params):
-    if params['vm_name'] is not None:
-        repos = [open_vm(params['target_dir'], params['vm_name'])]
-    else:
-        repos = [VMRepository(params['target_dir'], name) for name in list_vms(params['target_dir'])]
-    chains, problems, newest_ids = [], [], {}
-    for repo in repos:
-        described = describe(repo)
-        candidates = [b for c in repo.chains() for b in c.backups]
-        if params['verify']:
-            verifier = Verifier(repo)
-            problems += verifier.run()
-            ok = {}
-            for chain in repo.chains():
-                for backup in chain.backups:
-                    ok[backup.id] = verifier.restorable(chain, backup)
-            for chain in described:
-                for backup in chain['backups']:
-                    backup['restorable'] = ok[backup['id']]
-            candidates = [b for b in candidates if ok[b.id]]
-        best = max(candidates, key=lambda b: (b.time, b.id)) if candidates else None
-        newest_ids[repo.vm_name] = best.id if best else None
-        chains += described
-    return dict(changed=False, vms=[r.vm_name for r in repos], chains=chains, newest=newest_ids,
-                problems=problems, verified=params['verify'])
 
 
 def main():
@@ -160,7 +127,8 @@ def main():
         problem = vm_name_problem(module.params['vm_name'])
     if problem:
         module.fail_json(msg=problem)
-    run_guarded(module, lambda: inspect(module.params))
+    params = module.params
+    run_guarded(module, lambda: inspect(params['target_dir'], params['vm_name'], params['verify']))
 
 
 if __name__ == '__main__':

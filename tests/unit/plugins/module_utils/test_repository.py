@@ -11,6 +11,7 @@ import stat
 
 import pytest
 
+from ansible_collections.vmbackup.qemu.plugins.module_utils import repository
 from ansible_collections.vmbackup.qemu.plugins.module_utils.errors import RepositoryError
 from ansible_collections.vmbackup.qemu.plugins.module_utils.repository import (
     VMRepository,
@@ -122,3 +123,32 @@ def test_unreadable_manifest_is_not_a_base(repo):
 def test_names():
     assert safe_component('#block123') == '_block123'
     assert re.match(r'^19700101T000000Z-[0-9a-f]{4}$', new_backup_id(0))
+
+
+def test_an_unreadable_manifest_keeps_its_images_and_is_reported_once(repo):
+    backup_id = new_backup_id()
+    make_backup(repo, 'a', backup_id, 'full', 1.0)
+    manifest = os.path.join(repo.chain_dir('a'), backup_id + '.json')
+    with open(manifest, 'w') as handle:
+        handle.write('{"id": "a newer format?"')
+    stray = os.path.join(repo.chain_dir('a'), repo.image_name(new_backup_id(), 'vda'))
+    with open(stray, 'w') as handle:
+        handle.write('x')
+    chain_dir = repo.chain_dirs()['a']
+    assert [entry for entry, _cause in chain_dir.unreadable] == [backup_id + '.json']
+    assert chain_dir.backups == [] and repo.chains() == []
+    assert repo.image_name(backup_id, 'vda') in chain_dir.named() and os.path.basename(stray) not in chain_dir.named()
+    assert repo.remove_unpublished() == [stray]
+    assert os.path.isfile(os.path.join(repo.chain_dir('a'), repo.image_name(backup_id, 'vda')))
+
+
+def test_manifests_are_read_once_until_the_repository_changes(repo, monkeypatch):
+    make_backup(repo, 'a', 'a', 'full', 1.0)
+    reads = []
+    original = repository.read_manifest
+    monkeypatch.setattr(repository, 'read_manifest', lambda path: reads.append(path) or original(path))
+    for _round in range(3):
+        assert repo.latest_chain().last.id == 'a'
+    assert len(reads) == 1
+    make_backup(repo, 'a', 'b', 'incremental', 2.0, parent='a')
+    assert repo.latest_chain().last.id == 'b' and len(reads) == 3

@@ -179,7 +179,7 @@ EXAMPLES = r'''
 RETURN = r'''
 backup_id:
   description: Id of the backup (one for all disks of this run).
-  returned: changed
+  returned: when a backup was taken (not in check mode)
   type: str
   sample: 20261122T010203Z-3f9a
 level:
@@ -194,11 +194,11 @@ reason:
   sample: a new full backup, because the repository has no full backup of this VM yet
 chain:
   description: Id of the chain the backup belongs to (the id of its full backup).
-  returned: changed
+  returned: when a backup was taken (not in check mode)
   type: str
 parent:
   description: Id of the backup this one builds on (null for a full backup or a copy).
-  returned: changed
+  returned: when a backup was taken (not in check mode)
   type: str
 vm:
   description: Name of the VM's directory in the repository.
@@ -213,41 +213,43 @@ disks:
     disk:
       description: The disk's name.
       type: str
+      returned: always
     node:
       description: The disk's format node.
       type: str
+      returned: always
     file:
       description: The backup image.
       type: str
-      returned: changed
+      returned: when a backup was taken (not in check mode)
     bytes_written:
       description:
         - Bytes of the disk the backup job went through. For an incremental or differential, the dirty bytes it
           copied; for a full backup or a copy, the whole disk (areas that are unallocated or zero are skipped quickly
           and take no space in the image).
       type: int
-      returned: changed
+      returned: when a backup was taken (not in check mode)
     image_size:
       description: Bytes the backup image takes on disk.
       type: int
-      returned: changed
+      returned: when a backup was taken (not in check mode)
     duration:
       description: Seconds the disk's backup job took.
       type: float
-      returned: changed
+      returned: when a backup was taken (not in check mode)
 bytes_estimated:
   description: In check mode, the bytes the backup would copy (dirty bytes for incrementals).
   returned: check mode
   type: int
 frozen:
   description: Whether the guest's filesystems were frozen at the instant, how many, for how long, or why not.
-  returned: changed
+  returned: when a backup was taken (not in check mode)
   type: dict
   sample: {frozen: false, filesystems: 0, seconds: 0.0, reason: no guest_agent_socket given}
 fleecing:
   description:
     - Whether the backup was taken from a fleeced point-in-time view. In check mode, whether it would be.
-  returned: changed
+  returned: success
   type: bool
 cbw_timeout:
   description:
@@ -261,7 +263,7 @@ cbw_timeout:
   sample: 45
 pause_seconds:
   description: Seconds the vCPUs were stopped to give every disk the same instant (0 when not needed).
-  returned: changed
+  returned: when a backup was taken (not in check mode)
   type: float
 skipped_disks:
   description: Disks not backed up, and why.
@@ -280,7 +282,7 @@ cleaned:
   elements: str
 duration:
   description: Seconds the whole backup took.
-  returned: changed
+  returned: when a backup was taken (not in check mode)
   type: float
 '''
 

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """List functions longer than a limit (docstring excluded): our 60-line rule."""
 import ast
 import glob

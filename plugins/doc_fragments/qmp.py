@@ -16,8 +16,8 @@ options:
       - Path of the VM's QMP UNIX socket, as given to QEMU with C(-qmp unix:PATH,server=on,wait=off).
       - QEMU serves one client at a time per QMP socket. If another tool stays connected, give the VM
         a second C(-qmp) socket for backups.
-      - Can be set for every module of the collection at once with C(module_defaults) and the action
-        group C(group/vmbackup.qemu.qmp).
+      - Can be set once for every module that talks to a VM (those of the action group
+        C(group/vmbackup.qemu.qmp)) with C(module_defaults).
     type: path
     required: true
   timeout:

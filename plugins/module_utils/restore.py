@@ -106,29 +106,40 @@ def refuse_inside_repository(dest, target_dir):
                                                           target_dir), dest=dest)
 
 
-def restore(params, check_mode):
-    """The work of qemu_backup_restore; returns its result."""
-    refuse_inside_repository(params['dest'], params['target_dir'])
-    repo = open_vm(params['target_dir'], params['vm_name'])
-    chain, backup = find_backup(repo, params.get('backup_id'))
-    fmt = params['format']
+def _unknown_disks(backup, disks):
+    unknown = [disk for disk in disks if disk not in backup.disks]
+    if unknown:
+        raise RestoreError('backup %s has no disk %s; its disks are: %s' % (
+            backup.id, ', '.join(unknown), ', '.join(sorted(backup.disks))), disks=sorted(backup.disks))
+
+
+def restore_plan(params, backup):
+    """[(disk, image file to write)]: O(disk) into the file dest; else every
+    disk (or those of O(disks)) into the directory dest as DISK.FORMAT."""
     if params.get('disk'):
-        if params['disk'] not in backup.disks:
-            raise RestoreError('backup %s has no disk %s; its disks are: %s' % (
-                backup.id, params['disk'], ', '.join(sorted(backup.disks))), disks=sorted(backup.disks))
+        _unknown_disks(backup, [params['disk']])
         directory = os.path.dirname(os.path.abspath(params['dest']))
         if not os.path.isdir(directory):
             raise RestoreError('the directory of dest (%s) does not exist: create it first' % directory)
         if os.path.isdir(params['dest']):
             raise RestoreError('dest %s is a directory: with disk set, dest is the image file to write'
                                % params['dest'])
-        plan = [(params['disk'], params['dest'])]
-    else:
-        if os.path.exists(params['dest']) and not os.path.isdir(params['dest']):
-            raise RestoreError('dest %s is a file: without disk, every disk is restored into dest as a '
-                               'directory' % params['dest'])
-        plan = [(disk, os.path.join(params['dest'], '%s.%s' % (disk, fmt))) for disk in sorted(backup.disks)]
+        return [(params['disk'], params['dest'])]
+    if os.path.exists(params['dest']) and not os.path.isdir(params['dest']):
+        raise RestoreError('dest %s is a file: without disk, the disks are restored into dest as a '
+                           'directory' % params['dest'])
+    disks = params.get('disks') or sorted(backup.disks)
+    _unknown_disks(backup, disks)
+    return [(disk, os.path.join(params['dest'], '%s.%s' % (disk, params['format']))) for disk in disks]
 
+
+def restore(params, check_mode):
+    """The work of qemu_backup_restore; returns its result."""
+    refuse_inside_repository(params['dest'], params['target_dir'])
+    repo = open_vm(params['target_dir'], params['vm_name'])
+    chain, backup = find_backup(repo, params.get('backup_id'))
+    fmt = params['format']
+    plan = restore_plan(params, backup)
     for _disk, dest in plan:
         refuse_inside_repository(dest, params['target_dir'])
     restores = [DiskRestore(chain, backup, disk, dest, fmt) for disk, dest in plan]

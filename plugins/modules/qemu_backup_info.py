@@ -20,13 +20,9 @@ description:
   - Never modifies the repository.
 author:
   - vmbackup.qemu developers (@vmbackup-qemu)
-attributes:
-  check_mode:
-    description: Reads only, so it runs the same in check mode.
-    support: full
-  diff_mode:
-    description: Not applicable.
-    support: none
+extends_documentation_fragment:
+  - vmbackup.qemu.attributes
+  - vmbackup.qemu.attributes.READ_ONLY
 options:
   target_dir:
     description:

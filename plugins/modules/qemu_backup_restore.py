@@ -25,13 +25,17 @@ description:
     (or unplug the disk) and point it at the restored image.
 author:
   - vmbackup.qemu developers (@vmbackup-qemu)
+extends_documentation_fragment:
+  - vmbackup.qemu.attributes
 attributes:
   check_mode:
-    description: Reports which images it would write; writes nothing.
     support: full
+    details: Reports which images it would write, after the same checks of the chain and of O(dest); writes nothing.
   diff_mode:
-    description: Not applicable.
     support: none
+  idempotent:
+    support: full
+    details: An image that already holds exactly that point of that disk is left alone.
 options:
   target_dir:
     description:
@@ -51,13 +55,21 @@ options:
       - Default is every disk of the backup; O(dest) is then a directory (created if missing) that gets one image per
         disk, named C(DISK.qcow2) or C(DISK.raw).
       - An empty string is refused (leave the option out for every disk).
+      - Mutually exclusive with O(disks).
     type: str
+  disks:
+    description:
+      - Restore only these disks, each into O(dest) (a directory) as C(DISK.qcow2) or C(DISK.raw).
+      - An empty list, like leaving the option out, restores every disk of the backup.
+      - A disk the backup does not hold is refused before anything is written.
+    type: list
+    elements: str
   backup_id:
     description: The backup to restore. Default is the newest complete backup of the VM.
     type: str
   dest:
     description:
-      - The image file to write (with O(disk)), or the directory for every disk's image.
+      - The image file to write (with O(disk)), or else the directory that gets the disks' images.
       - Must lie outside O(target_dir), symlinks followed; a O(dest) inside the repository (equal to it, in a chain
         directory, or reached through a symlink) is refused before anything is written.
       - A relative path is taken from the module's working directory.
@@ -165,16 +177,20 @@ def main():
             target_dir=dict(type='path', required=True),
             vm_name=dict(type='str', required=True),
             disk=dict(type='str'),
+            disks=dict(type='list', elements='str'),
             backup_id=dict(type='str'),
             dest=dict(type='path', required=True),
             format=dict(type='str', default='qcow2', choices=['qcow2', 'raw']),
             force=dict(type='bool', default=False),
             verify=dict(type='bool', default=True),
         ),
+        mutually_exclusive=[('disk', 'disks')],
         supports_check_mode=True,
     )
     problem = (make_absolute(module.params, ('target_dir', 'dest'))
                or vm_name_problem(module.params['vm_name'], required=True))
+    if '' in (module.params['disks'] or []):
+        problem = 'disks must not hold an empty string: name each disk, or leave disks out to restore every disk'
     if module.params['disk'] == '':
         problem = ('disk must not be empty (an empty string is not unset): name a disk, or leave disk out to '
                    'restore every disk')

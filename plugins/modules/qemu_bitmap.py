@@ -26,12 +26,15 @@ author:
   - vmbackup.qemu developers (@vmbackup-qemu)
 extends_documentation_fragment:
   - vmbackup.qemu.qmp
+  - vmbackup.qemu.attributes
+  - vmbackup.qemu.attributes.ACTION_GROUP_QMP
 attributes:
   check_mode:
-    description: Can run in check mode and return the changes it would make, without making them.
     support: full
   diff_mode:
-    description: Returns the bitmaps before and after the change.
+    support: full
+    details: The bitmaps before and after the change.
+  idempotent:
     support: full
 options:
   name:

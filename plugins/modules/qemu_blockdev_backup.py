@@ -29,13 +29,18 @@ author:
   - vmbackup.qemu developers (@vmbackup-qemu)
 extends_documentation_fragment:
   - vmbackup.qemu.qmp
+  - vmbackup.qemu.attributes
+  - vmbackup.qemu.attributes.ACTION_GROUP_QMP
 attributes:
   check_mode:
-    description: Reports the level it would take and the bytes it would copy (from the dirty bitmaps); writes nothing.
     support: full
+    details: Reports the level it would take and the bytes it would copy (from the dirty bitmaps), after the same
+      checks of options, features and repository as the real run; writes nothing.
   diff_mode:
-    description: Not applicable.
     support: none
+  idempotent:
+    support: none
+    details: Each run takes a new backup (that is its purpose); O(keep_chains) retention converges.
 options:
   target_dir:
     description:

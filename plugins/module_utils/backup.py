@@ -180,6 +180,11 @@ class BackupRun(object):
         self.fleecing = None         # decided once per run by _fleecing_wanted
         self.result = {'changed': False, 'skipped_disks': [], 'cleaned': [], 'cbw_timeout': None}
 
+    @property
+    def discard_source(self):
+        """Whether the push jobs discard what they copied from the fleece image."""
+        return bool(self.fleecing) and self.vm.features.has('backup_discard_source')
+
     # -- planning -------------------------------------------------------------
 
     def select(self):
@@ -236,6 +241,7 @@ class BackupRun(object):
         disks, skipped = self.select()
         self.result['skipped_disks'] = skipped
         self.fleecing = fleecing = self._fleecing_wanted()
+        self.result['discard_source'] = self.discard_source
         # Before anything changes, and in check mode alike ('copy' is the
         # only level without bitmaps, and it is never decided, only asked).
         for feature, option in needed_features(params.get('level') or 'auto', fleecing):
@@ -377,6 +383,10 @@ class BackupRun(object):
                 data['compress'] = True
             if perf:
                 data['x-perf'] = perf
+            if self.discard_source:
+                # What the job copied out of the snapshot is dropped from the
+                # fleece image, and later guest writes there need no copy.
+                data['discard-source'] = True
             actions.append(('blockdev-backup', data))
             state.jobs[job] = disk
         return actions

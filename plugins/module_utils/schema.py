@@ -132,6 +132,8 @@ FEATURES = {
                         lambda s: 'snapshot-access' in s.blockdev_drivers()),
     'blockdev_backup': ("blockdev-backup (QEMU 2.3)",
                         lambda s: s.has_command('blockdev-backup')),
+    'backup_discard_source': ("blockdev-backup discard-source (QEMU 9.1)",
+                              lambda s: s.command_arg('blockdev-backup', 'discard-source')),
     'backup_max_workers': ("blockdev-backup x-perf.max-workers (QEMU 6.0)",
                            lambda s: s.command_arg('blockdev-backup', 'x-perf', 'max-workers')),
     'bitmap_transactions': ("dirty bitmap add/remove/clear/enable/disable/merge in transactions (QEMU 4.2)",

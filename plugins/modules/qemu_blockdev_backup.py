@@ -101,6 +101,8 @@ options:
         that a slow or failing target never slows or fails the guest's writes.
       - Default is true where the running QEMU can do it (QEMU 7.1 or newer); otherwise the backup runs without it
         and warns.
+      - Where QEMU has C(discard-source) (9.1 or newer), what the backup has copied is released from the fleece image
+        as it goes (RV(discard_source)), so the fleece image stays small while the guest rewrites its disk.
       - With several disks on a running VM, the vCPUs are stopped for the few milliseconds it takes to put every
         disk's filter in place (RV(pause_seconds)); a VM that is not running is not touched.
     type: bool
@@ -266,6 +268,14 @@ cbw_timeout:
   returned: success
   type: int
   sample: 45
+discard_source:
+  description:
+    - With fleecing, whether the backup jobs discard from the fleece image what they have copied (C(discard-source),
+      QEMU 9.1 or newer, read from the QMP schema), so that the fleece image holds only what is still to be copied
+      and later guest writes to copied areas need no copy-before-write. V(false) without fleecing.
+    - In check mode, whether the run would.
+  returned: success
+  type: bool
 pause_seconds:
   description: Seconds the vCPUs were stopped to give every disk the same instant (0 when not needed).
   returned: when a backup was taken (not in check mode)

@@ -3,6 +3,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PYTHON ?= python3
 QEMU10_DIR ?= $(CURDIR)/.cache/qemu-10.0
+QEMU11_DIR ?= $(CURDIR)/.cache/qemu-11.1
 # Extra pytest arguments, e.g. `make integration PYTEST_ARGS='-k bitmap -x'`.
 PYTEST_ARGS ?=
 # Extra ansible-test arguments, e.g. `make sanity SANITY_ARGS='--test pylint'`.
@@ -11,7 +12,7 @@ SANITY_ARGS ?=
 VPY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all test deps venv qemu10 sanity lint action-groups units function-length integration integration-7.2 integration-10.0 bench demo clean
+.PHONY: all test deps venv qemu10 qemu11 sanity lint action-groups units function-length integration integration-7.2 integration-10.0 integration-11.1 bench demo clean
 
 all: test
 
@@ -27,6 +28,9 @@ venv: $(VENV)/.installed
 
 qemu10:
 	scripts/fetch-qemu-backports.sh $(QEMU10_DIR)
+
+qemu11:
+	scripts/fetch-qemu-backports.sh $(QEMU11_DIR) 11.1
 
 sanity: venv
 	scripts/run-sanity.sh $(SANITY_ARGS)
@@ -44,7 +48,7 @@ lint: venv
 units: venv
 	$(VPY) -m pytest -q tests/unit $(PYTEST_ARGS)
 
-integration: integration-7.2 integration-10.0
+integration: integration-7.2 integration-10.0 integration-11.1
 
 # The system QEMU (Debian 12: 7.2).
 integration-7.2: venv
@@ -53,6 +57,11 @@ integration-7.2: venv
 # QEMU 10.0 from bookworm-backports, unpacked beside the system one.
 integration-10.0: venv qemu10
 	VMBACKUP_QEMU_BINDIR=$(QEMU10_DIR)/usr/bin $(VPY) -m pytest -q tests/integration $(PYTEST_ARGS)
+
+# QEMU 11.1 from trixie-backports with trixie's libraries, unpacked beside
+# them; bin/ holds wrappers that run it through its own loader.
+integration-11.1: venv qemu11
+	VMBACKUP_QEMU_BINDIR=$(QEMU11_DIR)/bin $(VPY) -m pytest -q tests/integration $(PYTEST_ARGS)
 
 # Benchmarks (never part of `make test`): JSON, plots and a table in
 # bench/results/ (see bench/README.md). Where the QEMU matters they run on

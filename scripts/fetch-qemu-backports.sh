@@ -1,14 +1,22 @@
 #!/usr/bin/env bash
-# Fetch QEMU 10.0 from Debian bookworm-backports and unpack it into DEST_DIR,
-# next to (not instead of) the system QEMU 7.2.
+# Fetch a newer QEMU from Debian and unpack it into DEST_DIR, next to (not
+# instead of) the system QEMU 7.2:
+#   10.0 (default) from bookworm-backports, built for Debian 12 itself;
+#   11.1 from trixie-backports, with its whole dependency closure from trixie
+#        (its own glibc and libraries), run through wrapper scripts.
 #
 # Nothing is installed and the machine's apt configuration is not modified:
-# apt runs against a private sources list / lists dir / cache in a temp dir,
-# and the .debs are only unpacked with `dpkg -x`.
+# apt runs against a private sources list / lists dir / cache / dpkg status
+# in a temp dir, and the .debs are only unpacked with `dpkg -x`. The Debian
+# mirror is the one the machine's own sources use for bookworm.
 #
-# Usage: scripts/fetch-qemu-backports.sh DEST_DIR      (e.g. .cache/qemu-10.0)
+# Usage: scripts/fetch-qemu-backports.sh DEST_DIR [RELEASE]
+#   RELEASE is 10.0 (default) or 11.1, e.g.
+#   scripts/fetch-qemu-backports.sh .cache/qemu-10.0
+#   scripts/fetch-qemu-backports.sh .cache/qemu-11.1 11.1
 #
-# Running the unpacked binaries (this is what the smoke test at the end does):
+# --- 10.0: binaries in DEST_DIR/usr/bin. Running them (this is what the
+# smoke test at the end does):
 #   QEMU_MODULE_DIR=DEST_DIR/usr/lib/x86_64-linux-gnu/qemu \
 #   DEST_DIR/usr/bin/qemu-system-x86_64 -L DEST_DIR/usr/share/qemu ...
 #   * -L: prefer the 10.0 option ROMs/keymaps over the 7.2 ones in
@@ -23,17 +31,52 @@
 #     so we also unpack the 10.0 module packages to make it complete.
 #   * qemu-img / qemu-io: no env needed for built-in formats (raw, qcow2,
 #     nbd, ...); set QEMU_MODULE_DIR as well for curl/ssh/iscsi/nfs/rbd.
+#
+# --- 11.1: use DEST_DIR/bin/{qemu-system-x86_64,qemu-img,qemu-io,qemu-nbd}.
+# The trixie binaries need trixie's glibc, so each wrapper execs (same pid)
+#   DEST_DIR/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 \
+#     --library-path DEST_DIR/usr/lib/x86_64-linux-gnu DEST_DIR/usr/bin/TOOL
+# with QEMU_MODULE_DIR set as for 10.0 (same reason; the 11.1 module packages
+# are unpacked without their dependencies, like 10.0's: the modules whose
+# libraries are missing fail to load with a message, none falls back to a
+# 7.2 module), and for qemu-system-x86_64
+#   -L DEST_DIR/usr/share/qemu -L DEST_DIR/usr/share/seabios
+# before the caller's arguments (the compiled-in firmware path is the host's).
+# Every library the binaries and the modules of the closure link against is
+# in DEST_DIR/usr/lib/x86_64-linux-gnu; the download is ~95 .debs, ~41 MB.
 set -euo pipefail
 
+# The suite the host's apt sources must name for us to take their mirror.
 readonly SUITE=bookworm
-readonly BPO_SUITE=bookworm-backports
-readonly WANT_VERSION=10.0      # upstream major.minor we expect from backports
-readonly PACKAGES=(
-    qemu-system-x86 qemu-utils qemu-system-common qemu-system-data
-    # The rest of the 10.0 module set (see QEMU_MODULE_DIR above); small.
-    qemu-block-extra qemu-system-gui qemu-system-modules-opengl
-    qemu-system-modules-spice
-)
+RELEASE=${2:-10.0}
+case $RELEASE in
+    10.0)
+        APT_SUITES=(bookworm-backports)
+        BPO_SUITE=bookworm-backports
+        # Installed with their dependency closure (none for 10.0: built for
+        # the host's own bookworm libraries).
+        CLOSURE=()
+        PACKAGES=(
+            qemu-system-x86 qemu-utils qemu-system-common qemu-system-data
+            # The rest of the 10.0 module set (see QEMU_MODULE_DIR above); small.
+            qemu-block-extra qemu-system-gui qemu-system-modules-opengl
+            qemu-system-modules-spice
+        ) ;;
+    11.1)
+        APT_SUITES=(trixie trixie-backports)
+        BPO_SUITE=trixie-backports
+        CLOSURE=(qemu-system-x86 qemu-utils)
+        # Just these .debs: they complete the module dir. Their dependencies
+        # (GTK, SDL, spice, ceph, ...) would add 200 packages and 130 MB.
+        PACKAGES=(
+            qemu-block-extra qemu-system-gui qemu-system-modules-opengl
+            qemu-system-modules-spice
+        ) ;;
+    *) printf 'fetch-qemu-backports: error: RELEASE must be 10.0 or 11.1, not %s\n' "$RELEASE" >&2
+       exit 1 ;;
+esac
+readonly APT_SUITES BPO_SUITE CLOSURE PACKAGES
+readonly WANT_VERSION=$RELEASE  # upstream major.minor we expect from backports
 readonly DEFAULT_KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 # Overridable only so the source parsing can be tested against fixtures.
 readonly APT_ETC=${FETCH_QEMU_APT_ETC:-/etc/apt}
@@ -41,20 +84,22 @@ readonly APT_ETC=${FETCH_QEMU_APT_ETC:-/etc/apt}
 die() { printf 'fetch-qemu-backports: error: %s\n' "$*" >&2; exit 1; }
 log() { printf 'fetch-qemu-backports: %s\n' "$*" >&2; }
 
-[[ $# -eq 1 && -n $1 ]] || die "usage: $0 DEST_DIR"
+[[ ($# -eq 1 || $# -eq 2) && -n $1 ]] || die "usage: $0 DEST_DIR [10.0|11.1]"
 mkdir -p -- "$1" || die "cannot create $1"
 DEST=$(cd -- "$1" && pwd)   # absolute, so -L/QEMU_MODULE_DIR paths work anywhere
 # Written only after everything below verified OK, so an interrupted run
 # (half-unpacked DEST) is redone rather than trusted.
 STAMP="$DEST/.fetch-qemu-backports.done"
+# Where the tools to run are: the unpacked binaries, or 11.1's wrappers.
+if [[ ${#CLOSURE[@]} -eq 0 ]]; then BIN_DIR=$DEST/usr/bin; else BIN_DIR=$DEST/bin; fi
 
 reports_wanted_version() {
     "$1" --version 2>/dev/null | head -n1 | grep -q "version ${WANT_VERSION//./\\.}\."
 }
 
-if [[ -f $STAMP ]] && reports_wanted_version "$DEST/usr/bin/qemu-system-x86_64"; then
+if [[ -f $STAMP ]] && reports_wanted_version "$BIN_DIR/qemu-system-x86_64"; then
     log "QEMU $WANT_VERSION already unpacked in $DEST"
-    "$DEST/usr/bin/qemu-system-x86_64" --version | head -n1
+    "$BIN_DIR/qemu-system-x86_64" --version | head -n1
     exit 0
 fi
 rm -f -- "$STAMP"
@@ -134,8 +179,11 @@ trap cleanup EXIT
 # private dirs, otherwise it warns and downloads unsandboxed as root.
 chmod 0755 "$WORK"
 mkdir -p "$WORK/lists/partial" "$WORK/cache/archives/partial" \
-         "$WORK/parts" "$WORK/prefs" "$WORK/debs"
-if getent passwd _apt >/dev/null; then chown _apt "$WORK/debs"; fi
+         "$WORK/parts" "$WORK/prefs" "$WORK/debs/partial" "$WORK/dpkg"
+if getent passwd _apt >/dev/null; then chown _apt "$WORK/debs" "$WORK/debs/partial"; fi
+# An empty dpkg status: nothing is "installed" in this view, so apt resolves
+# 11.1's whole closure; its locks are taken in $WORK/dpkg, not the host's.
+: >"$WORK/dpkg/status"
 
 # The host's update hooks (appstream, packagekit, ...) would act on the
 # system's own state, so drop them for our private runs.
@@ -153,16 +201,36 @@ APT_OPTS=(
     -o "Dir::Etc::PreferencesParts=$WORK/prefs"
     -o "Dir::State::Lists=$WORK/lists"
     -o "Dir::Cache=$WORK/cache"
-    -o "Dir::State::status=/dev/null"            # nothing "installed" in this view
+    -o "Dir::Cache::archives=$WORK/debs/"        # where `install --download-only` puts them
+    -o "Dir::State::status=$WORK/dpkg/status"
     -o "Dir::State::extended_states=$WORK/extended_states"
     -o "Acquire::Languages=none"
     -o "APT::Get::List-Cleanup=false"
+    -o "APT::Install-Recommends=false"
+    -o "APT::Install-Suggests=false"
 )
 
-# Try candidates in order; accept the first whose bookworm-backports Release
-# file says "Origin: Debian Backports" (rules out third-party repos that reuse
-# the "bookworm" suite name). Suite: is "oldstable-backports" since trixie,
-# so Codename: is what names bookworm-backports.
+# Try candidates in order; accept the first where every suite we need
+# (bookworm-backports; or trixie and trixie-backports) has a Release file
+# saying "Origin: Debian" / "Origin: Debian Backports" (rules out third-party
+# repos that reuse the "bookworm" suite name). Suite: is
+# "oldstable-backports" since trixie, so Codename: is what names the suite.
+suite_ok() {   # SUITE: its indexes fetched, and its Release file is Debian's
+    local release packages
+    release=$(find "$WORK/lists" -maxdepth 1 -name "*_dists_${1}_InRelease" -print -quit)
+    packages=$(find "$WORK/lists" -maxdepth 1 -name "*_dists_${1}_main_binary-*_Packages*" -print -quit)
+    if [[ -z $release || -z $packages ]]; then
+        sed 's/^/    /' "$WORK/update.log" >&2
+        log "  -> apt-get update of $1 failed for $uri"
+        return 1
+    fi
+    if grep -qE '^Origin: Debian( Backports)?$' "$release" \
+        && grep -qE "^(Suite|Codename): $1\$" "$release"; then
+        return 0
+    fi
+    log "  -> $uri is not a Debian archive for $1 (Origin/Codename mismatch), skipping"
+    return 1
+}
 MIRROR=""
 for cand in "${CANDIDATES[@]}"; do
     uri=${cand%%$'\t'*}
@@ -171,41 +239,50 @@ for cand in "${CANDIDATES[@]}"; do
     # Without signed-by apt falls back to /etc/apt/trusted.gpg.d (still verified).
     opt=""
     if [[ -n $keyring ]]; then opt="[signed-by=$keyring] "; fi
-    printf 'deb %s%s %s main\n' "$opt" "${uri%/}" "$BPO_SUITE" >"$WORK/sources.list"
+    for s in "${APT_SUITES[@]}"; do
+        printf 'deb %s%s %s main\n' "$opt" "${uri%/}" "$s"
+    done >"$WORK/sources.list"
     find "$WORK/lists" -maxdepth 1 -type f -name '*_*' -delete
-    log "trying $uri ($BPO_SUITE)"
+    log "trying $uri (${APT_SUITES[*]})"
     # apt-get update exits 0 on many fetch/signature failures (it only warns),
     # so success is judged by the index files actually present afterwards.
     apt-get "${APT_OPTS[@]}" -qq update >"$WORK/update.log" 2>&1 || true
-    release=$(find "$WORK/lists" -maxdepth 1 -name "*_dists_${BPO_SUITE}_InRelease" -print -quit)
-    packages=$(find "$WORK/lists" -maxdepth 1 -name "*_dists_${BPO_SUITE}_main_binary-*_Packages*" -print -quit)
-    if [[ -z $release || -z $packages ]]; then
-        sed 's/^/    /' "$WORK/update.log" >&2
-        log "  -> apt-get update of $BPO_SUITE failed for $uri"
-        continue
-    fi
-    if grep -qE '^Origin: Debian( Backports)?$' "$release" \
-        && grep -qE "^(Suite|Codename): $BPO_SUITE\$" "$release"; then
+    ok=1
+    for s in "${APT_SUITES[@]}"; do
+        suite_ok "$s" || { ok=0; break; }
+    done
+    if [[ $ok -eq 1 ]]; then
         MIRROR=$uri
         break
     fi
-    log "  -> $uri is not a Debian archive (Origin/Codename mismatch), skipping"
 done
 [[ -n $MIRROR ]] \
-    || die "none of the Debian '$SUITE' sources (${CANDIDATES[*]//$'\t'/ }) serves a usable $BPO_SUITE"
-log "using $MIRROR $BPO_SUITE"
+    || die "none of the Debian '$SUITE' sources (${CANDIDATES[*]//$'\t'/ }) serves a usable ${APT_SUITES[*]}"
+log "using $MIRROR ${APT_SUITES[*]}"
 
 # --- 3. Pin the exact backports version and download.
-declare -a PKG_SPECS=()
-for pkg in "${PACKAGES[@]}"; do
-    ver=$(apt-cache "${APT_OPTS[@]}" madison "$pkg" \
-        | awk -F'|' -v s="$BPO_SUITE" '$3 ~ s { gsub(/ /, "", $2); print $2; exit }')
-    [[ -n $ver ]] || die "$pkg not found in $MIRROR $BPO_SUITE"
-    # Debian versions look like 1:10.0.2+ds-2+deb13u1~bpo12+1.
-    [[ ${ver#*:} == "$WANT_VERSION".* ]] \
-        || die "$pkg in $BPO_SUITE is $ver, expected $WANT_VERSION.x"
-    PKG_SPECS+=("$pkg=$ver")
-done
+pinned() {   # PKG...: PKG=VERSION of each in $BPO_SUITE, checked to be $WANT_VERSION.x
+    local pkg ver
+    for pkg in "$@"; do
+        ver=$(apt-cache "${APT_OPTS[@]}" madison "$pkg" \
+            | awk -F'|' -v s="$BPO_SUITE" '$3 ~ s { gsub(/ /, "", $2); print $2; exit }')
+        [[ -n $ver ]] || die "$pkg not found in $MIRROR $BPO_SUITE"
+        # Debian versions look like 1:10.0.2+ds-2+deb13u1~bpo12+1.
+        [[ ${ver#*:} == "$WANT_VERSION".* ]] \
+            || die "$pkg in $BPO_SUITE is $ver, expected $WANT_VERSION.x"
+        printf '%s=%s\n' "$pkg" "$ver"
+    done
+}
+if [[ ${#CLOSURE[@]} -gt 0 ]]; then
+    mapfile -t CLOSURE_SPECS < <(pinned "${CLOSURE[@]}")
+    [[ ${#CLOSURE_SPECS[@]} -eq ${#CLOSURE[@]} ]] || die "cannot pin ${CLOSURE[*]}"
+    log "downloading ${CLOSURE_SPECS[*]} with their dependencies (other packages from ${APT_SUITES[0]})"
+    apt-get "${APT_OPTS[@]}" -q -y --download-only -t "$BPO_SUITE" \
+        install "${CLOSURE_SPECS[@]}" >&2 \
+        || die "apt-get install --download-only failed"
+fi
+mapfile -t PKG_SPECS < <(pinned "${PACKAGES[@]}")
+[[ ${#PKG_SPECS[@]} -eq ${#PACKAGES[@]} ]] || die "cannot pin ${PACKAGES[*]}"
 log "downloading ${PKG_SPECS[*]}"
 (cd "$WORK/debs" && apt-get "${APT_OPTS[@]}" -q download "${PKG_SPECS[@]}") >&2 \
     || die "apt-get download failed"
@@ -213,8 +290,16 @@ log "downloading ${PKG_SPECS[*]}"
 # --- 4. Unpack (no maintainer scripts run, nothing registered with dpkg).
 shopt -s nullglob
 debs=("$WORK"/debs/*.deb)
-[[ ${#debs[@]} -eq ${#PACKAGES[@]} ]] \
-    || die "expected ${#PACKAGES[@]} .deb files, got ${#debs[@]}"
+if [[ ${#CLOSURE[@]} -eq 0 ]]; then
+    [[ ${#debs[@]} -eq ${#PACKAGES[@]} ]] \
+        || die "expected ${#PACKAGES[@]} .deb files, got ${#debs[@]}"
+else
+    for pkg in "${CLOSURE[@]}" "${PACKAGES[@]}"; do
+        have=("$WORK/debs/${pkg}_"*.deb)
+        [[ ${#have[@]} -eq 1 ]] || die "no .deb of $pkg among the ${#debs[@]} downloaded"
+    done
+    log "${#debs[@]} .deb files, $(du -sm "$WORK/debs" | cut -f1) MB"
+fi
 for deb in "${debs[@]}"; do
     log "unpacking $(basename "$deb")"
     dpkg -x "$deb" "$DEST" || die "dpkg -x $deb failed"
@@ -223,21 +308,58 @@ moddirs=("$DEST"/usr/lib/*/qemu/block-curl.so)
 [[ ${#moddirs[@]} -eq 1 ]] || die "cannot find the unpacked QEMU module dir in $DEST/usr/lib"
 MODULE_DIR=${moddirs[0]%/*}
 
+# --- 4b. 11.1: wrappers running the binaries through trixie's own loader.
+# `exec` keeps the pid the caller started (it kills and inspects it); the
+# loader's --argv0 keeps QEMU's name in its messages.
+write_wrapper() {   # TOOL EXTRA-ARGS...: $BIN_DIR/TOOL
+    local tool=$1 libdir=${MODULE_DIR%/*}
+    shift
+    # shellcheck disable=SC2016  # "$0" / "$@" are for the wrapper to expand
+    {
+        printf '#!/bin/bash\n'
+        printf '# Written by scripts/fetch-qemu-backports.sh: QEMU %s from Debian %s with\n' \
+            "$WANT_VERSION" "$BPO_SUITE"
+        printf '# its own loader, libraries, modules (and firmware).\n'
+        printf 'export QEMU_MODULE_DIR=%q\n' "$MODULE_DIR"
+        printf 'exec %q --library-path %q --argv0 "$0" %q' \
+            "$LOADER" "$libdir" "$DEST/usr/bin/$tool"
+        if [[ $# -gt 0 ]]; then printf ' %q' "$@"; fi
+        printf ' "$@"\n'
+    } >"$BIN_DIR/$tool.tmp"
+    chmod 0755 "$BIN_DIR/$tool.tmp"
+    mv -f -- "$BIN_DIR/$tool.tmp" "$BIN_DIR/$tool"
+}
+if [[ ${#CLOSURE[@]} -gt 0 ]]; then
+    loaders=("${MODULE_DIR%/*}"/ld-linux*.so.2)
+    [[ ${#loaders[@]} -eq 1 ]] || die "cannot find the unpacked dynamic loader in ${MODULE_DIR%/*}"
+    LOADER=${loaders[0]}
+    mkdir -p -- "$BIN_DIR"
+    write_wrapper qemu-system-x86_64 -L "$DEST/usr/share/qemu" -L "$DEST/usr/share/seabios"
+    for tool in qemu-img qemu-io qemu-nbd; do
+        if [[ -x $DEST/usr/bin/$tool ]]; then write_wrapper "$tool"; fi
+    done
+fi
+
 # --- 5. Verify versions (a missing shared library shows up here).
 for bin in qemu-system-x86_64 qemu-img qemu-io; do
-    out=$("$DEST/usr/bin/$bin" --version 2>&1) \
-        || die "$DEST/usr/bin/$bin --version failed (missing library? see ldd): $out"
+    out=$("$BIN_DIR/$bin" --version 2>&1) \
+        || die "$BIN_DIR/$bin --version failed (missing library? see ldd): $out"
     printf '%s\n' "$out" | head -n1
-    reports_wanted_version "$DEST/usr/bin/$bin" \
+    reports_wanted_version "$BIN_DIR/$bin" \
         || die "$bin does not report version $WANT_VERSION: $out"
 done
 
 # --- 6. Smoke test: a paused q35 VM must come up with the flags a harness
 # uses, stay up, and answer QMP. qom-list-types loads every QOM module, so it
-# proves the 10.0 module dir is complete (with 7.2 modules it aborts).
+# proves the module dir is complete (with 7.2 modules it aborts).
 sock="$WORK/qmp.sock"
-QEMU_MODULE_DIR=$MODULE_DIR "$DEST/usr/bin/qemu-system-x86_64" \
-    -M q35 -S -nodefaults -display none -L "$DEST/usr/share/qemu" \
+if [[ ${#CLOSURE[@]} -eq 0 ]]; then
+    SMOKE=("$DEST/usr/bin/qemu-system-x86_64" -L "$DEST/usr/share/qemu")
+else
+    SMOKE=("$BIN_DIR/qemu-system-x86_64")     # the wrapper gives -L itself
+fi
+QEMU_MODULE_DIR=$MODULE_DIR "${SMOKE[@]}" \
+    -M q35 -S -nodefaults -display none \
     -qmp "unix:$sock,server=on,wait=off" >"$WORK/qemu.log" 2>&1 &
 QEMU_PID=$!
 sleep 2
@@ -278,7 +400,15 @@ else
     kill "$QEMU_PID"; wait "$QEMU_PID" 2>/dev/null || true
 fi
 QEMU_PID=""
+# A module of another build means the module dir is incomplete.
+if grep -q 'Only modules from the same build' "$WORK/qemu.log"; then
+    die "QEMU $WANT_VERSION loaded a module of another build: $(cat "$WORK/qemu.log")"
+fi
 
 touch "$STAMP"
 log "QEMU $WANT_VERSION unpacked in $DEST; run it with:"
-log "  QEMU_MODULE_DIR=$MODULE_DIR $DEST/usr/bin/qemu-system-x86_64 -L $DEST/usr/share/qemu ..."
+if [[ ${#CLOSURE[@]} -eq 0 ]]; then
+    log "  QEMU_MODULE_DIR=$MODULE_DIR $DEST/usr/bin/qemu-system-x86_64 -L $DEST/usr/share/qemu ..."
+else
+    log "  $BIN_DIR/qemu-system-x86_64 ...   (also $(cd "$BIN_DIR" && echo qemu-[!s]*))"
+fi

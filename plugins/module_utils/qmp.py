@@ -262,12 +262,23 @@ class QMPConnection(object):
         jobs = self.query_jobs(job_ids)
         for job_id, job in jobs.items():
             if job['status'] != JOB_CONCLUDED:
-                ignore_missing(self.execute, 'job-cancel', {'id': job_id})
+                self.cancel_job(job_id)
         if jobs:
             self.wait_jobs(jobs, settled_states=JOB_ENDED_STATES, timeout=timeout)
             for job_id in jobs:
                 ignore_missing(self.execute, 'job-dismiss', {'id': job_id})
         return sorted(jobs)
+
+    def cancel_job(self, job_id):
+        """job-cancel, where a job that concluded (or went) since it was
+        queried is no failure: QEMU refuses cancel only in those states, and
+        two jobs failing on one full target conclude within microseconds."""
+        try:
+            ignore_missing(self.execute, 'job-cancel', {'id': job_id})
+        except QMPCommandError:
+            job = self.query_jobs([job_id]).get(job_id, {'status': JOB_GONE})
+            if job['status'] not in JOB_ENDED_STATES:
+                raise
 
     def wait_jobs(self, job_ids, settled_states=JOB_SETTLED_STATES, timeout=None,
                   progress=None, poll_interval=1.0, stop_when=None):

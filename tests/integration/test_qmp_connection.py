@@ -85,3 +85,25 @@ def test_bad_option_is_a_clean_failure(ansible, vm):
     assert failure.get('failed')
     assert_clean_failure(failure)
     assert 'name must not be empty' in failure['msg']
+
+
+def test_ending_a_job_that_concluded_since_it_was_queried(vm, workdir):
+    """Two jobs failing on one full target conclude within microseconds of
+    each other: a cancel sent to a job seen running a moment before finds it
+    concluded, and QEMU refuses the verb. Ending the jobs goes on and
+    dismisses it all the same (CI once left two jobs behind this way)."""
+    from ansible_collections.vmbackup.qemu.plugins.module_utils.qmp import QMPConnection
+
+    target = os.path.join(workdir, 'target.qcow2')
+    vm.qemu.create_image(target, vm.disks['vda'].size)
+    vm.qmp('blockdev-add', **{'driver': 'qcow2', 'node-name': 'vmb-test-tgt0',
+                              'file': {'driver': 'file', 'filename': target}})
+    vm.qmp('blockdev-backup', **{'job-id': 'vmb-test-push0', 'device': 'fmt-vda', 'target': 'vmb-test-tgt0',
+                                 'sync': 'full', 'auto-dismiss': False})
+    vm.wait_for_job('vmb-test-push0', statuses=('concluded',))
+    with QMPConnection(vm.socket) as qmp:
+        qmp.cancel_job('vmb-test-push0')          # refused by QEMU: concluded
+        assert qmp.end_jobs(['vmb-test-push0']) == ['vmb-test-push0']
+        assert qmp.query_jobs() == {}
+    vm.qmp('blockdev-del', **{'node-name': 'vmb-test-tgt0'})
+    assert vm.leftovers() == []

@@ -32,10 +32,12 @@ from ansible_collections.vmbackup.qemu.plugins.module_utils.errors import (
     VMBackupError,
 )
 from ansible_collections.vmbackup.qemu.plugins.module_utils.fleece import (
+    FILTER_ROUTE,
     FLEECE_FEATURES,
     FleeceView,
     broken_snapshot_hint,
     can_fleece,
+    fleece_route,
 )
 from ansible_collections.vmbackup.qemu.plugins.module_utils.leftovers import remove_leftovers
 from ansible_collections.vmbackup.qemu.plugins.module_utils.guest_agent import GuestAgent
@@ -45,6 +47,7 @@ from ansible_collections.vmbackup.qemu.plugins.module_utils.names import (
     full_bitmap,
     inc_bitmap,
     node_name,
+    push_job,
 )
 from ansible_collections.vmbackup.qemu.plugins.module_utils.qmp import (
     JOB_CONCLUDED,
@@ -178,7 +181,8 @@ class BackupRun(object):
         self.check_mode = check_mode
         self.run_id = os.urandom(3).hex()
         self.fleecing = None         # decided once per run by _fleecing_wanted
-        self.result = {'changed': False, 'skipped_disks': [], 'cleaned': [], 'cbw_timeout': None}
+        self.result = {'changed': False, 'skipped_disks': [], 'cleaned': [], 'cbw_timeout': None,
+                       'fleecing_route': None}
 
     @property
     def discard_source(self):
@@ -248,8 +252,10 @@ class BackupRun(object):
             vm.features.require(feature, option)
         if self.check_mode:
             level, reason, chain = self.decide_level(repo, disks)
+            route = self._route(disks, status)
             self.result.update(changed=True, level=level, reason=reason, vm=vm_name, fleecing=fleecing,
-                               cbw_timeout=cbw_timeout(vm.version) if fleecing else None,
+                               fleecing_route=route,
+                               cbw_timeout=cbw_timeout(vm.version) if route == FILTER_ROUTE else None,
                                bytes_estimated=self.estimate(level, chain, disks),
                                disks=[{'disk': d.name, 'node': d.node} for d in disks])
             return self.result
@@ -372,7 +378,7 @@ class BackupRun(object):
         actions = []
         perf = job_perf(self.vm, self.fleecing)
         for index, disk in enumerate(state.disks):
-            job = node_name(self.run_id, 'push', index)
+            job = push_job(self.run_id, index)
             data = {'job-id': job, 'device': sources[disk.name], 'target': state.targets[disk.name],
                     'sync': 'full', 'auto-finalize': False, 'auto-dismiss': False}
             if disk.name in state.source_bitmaps:
@@ -398,8 +404,9 @@ class BackupRun(object):
         read from (None once the jobs are started)."""
         with GuestFreeze(self.params, self.warn) as freeze:
             if self.fleecing:
-                state.view = FleeceView(self.vm, state.disks, self.run_id, self.params['fleece_dir'])
-                self.result['cbw_timeout'] = state.view.cbw_timeout
+                route = self._route(state.disks, self.vm.status()['status'])
+                state.view = FleeceView(self.vm, state.disks, self.run_id, self.params['fleece_dir'], route)
+                self.result.update(cbw_timeout=state.view.cbw_timeout, fleecing_route=route)
                 snaps = state.view.create(bitmap_actions, lambda nodes: self._frozen_copies(state, nodes))
                 self.result['pause_seconds'] = round(state.view.pause_seconds, 4)
             else:
@@ -456,9 +463,13 @@ class BackupRun(object):
             'parent': state.parent.id if state.parent else None, 'time': state.started,
             'time_iso': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(state.started)),
             'vm': state.repo.vm_name, 'repository': repo_id, 'qemu': self.vm.version,
-            'fleecing': self.fleecing, 'frozen': self.result['frozen'],
+            'fleecing': self.fleecing, 'fleecing_route': self.result['fleecing_route'], 'frozen': self.result['frozen'],
             'pause_seconds': self.result.get('pause_seconds', 0.0), 'disks': records,
         }
+
+    def _route(self, disks, run_state):
+        """How the fleecing view takes its instant (None without fleecing)."""
+        return fleece_route(self.vm.features, len(disks), run_state) if self.fleecing else None
 
     def _fleecing_wanted(self):
         wanted = self.params.get('fleecing')

@@ -10,7 +10,12 @@ __metaclass__ = type
 
 import os
 
-from ansible_collections.vmbackup.qemu.plugins.module_utils.names import FLEECE_SUFFIX, fleece_prefix, is_ours
+from ansible_collections.vmbackup.qemu.plugins.module_utils.names import (
+    FLEECE_SUFFIX,
+    fleece_prefix,
+    is_fleece_job,
+    is_ours,
+)
 from ansible_collections.vmbackup.qemu.plugins.module_utils.qmp import ignore_missing
 
 
@@ -23,7 +28,9 @@ def remove_leftovers(vm, fleece_dir=None, job_timeout=60):
     Returns a list of what was removed, in words."""
     removed = []
     qmp = vm.qmp
-    ended = qmp.end_jobs([job_id for job_id in qmp.query_jobs() if is_ours(job_id)], timeout=job_timeout)
+    jobs = [job_id for job_id in qmp.query_jobs() if is_ours(job_id)]
+    # Fleecing jobs last: their filters hold the views the other jobs and the exports read.
+    ended = qmp.end_jobs([j for j in jobs if not is_fleece_job(j)], timeout=job_timeout)
     removed += ['job %s' % job_id for job_id in ended]
     if vm.features.has('block_export_add'):
         for export in qmp.execute('query-block-exports'):
@@ -41,6 +48,12 @@ def remove_leftovers(vm, fleece_dir=None, job_timeout=60):
     # Order: readers of the filters, then the filters (after switching the
     # devices back to the node below them), then fleece images and targets.
     delete([n for n in ours if nodes[n].get('drv') == 'snapshot-access'])
+    ended = qmp.end_jobs([j for j in jobs if is_fleece_job(j)], timeout=job_timeout)
+    if ended:
+        # Each took its filter out of the write path and the graph.
+        removed += ['job %s' % job_id for job_id in ended]
+        nodes = vm.named_nodes()
+        ours = [name for name in nodes if is_ours(name)]
     for info in qmp.execute('query-block'):
         root = (info.get('inserted') or {}).get('node-name')
         if is_ours(root) and info.get('qdev'):

@@ -34,6 +34,32 @@ def is_ours(name):
     return bool(name) and name.startswith(NODE_PREFIX)
 
 
+def role_of(name):
+    """The role part of one of our names ('push' of 'vmb-1a2b3c-push0'), or None."""
+    if not is_ours(name):
+        return None
+    return name[len(NODE_PREFIX):].partition('-')[2].rstrip('0123456789') or None
+
+
+# Jobs: a push job copies a disk (or its point-in-time view) into a backup
+# image; a fleecing job (sync: none) holds a view with its filter, and
+# cleanup ends it after the view's readers.
+PUSH_JOB_ROLE = 'push'
+FLEECE_JOB_ROLE = 'flc'
+
+
+def push_job(run_id, index):
+    return node_name(run_id, PUSH_JOB_ROLE, index)
+
+
+def fleece_job(run_id, index):
+    return node_name(run_id, FLEECE_JOB_ROLE, index)
+
+
+def is_fleece_job(name):
+    return role_of(name) == FLEECE_JOB_ROLE
+
+
 def fleece_owner(socket_path):
     """A short key of the VM (its QMP socket), so that runs for several VMs can
     share one fleece_dir and each cleans only its own VM's leftovers."""

@@ -134,6 +134,8 @@ FEATURES = {
                         lambda s: s.has_command('blockdev-backup')),
     'backup_discard_source': ("blockdev-backup discard-source (QEMU 9.1)",
                               lambda s: s.command_arg('blockdev-backup', 'discard-source')),
+    'backup_on_cbw_error': ("blockdev-backup on-cbw-error (QEMU 10.1)",
+                            lambda s: s.command_arg('blockdev-backup', 'on-cbw-error')),
     'backup_max_workers': ("blockdev-backup x-perf.max-workers (QEMU 6.0)",
                            lambda s: s.command_arg('blockdev-backup', 'x-perf', 'max-workers')),
     'bitmap_transactions': ("dirty bitmap add/remove/clear/enable/disable/merge in transactions (QEMU 4.2)",

@@ -103,8 +103,14 @@ options:
         and warns.
       - Where QEMU has C(discard-source) (9.1 or newer), what the backup has copied is released from the fleece image
         as it goes (RV(discard_source)), so the fleece image stays small while the guest rewrites its disk.
-      - With several disks on a running VM, the vCPUs are stopped for the few milliseconds it takes to put every
-        disk's filter in place (RV(pause_seconds)); a VM that is not running is not touched.
+      - With several disks on a running VM, every disk must get its filter at the same instant. Where QEMU's
+        C(blockdev-backup) takes C(on-cbw-error) (QEMU 10.1 or newer, read from the QMP schema), the filters are
+        those of C(sync=none) jobs started in one transaction, and the vCPUs never stop; such a filter breaks the
+        snapshot instead of the guest's write when the fleece image fails, but has no timeout (RV(cbw_timeout) is
+        V(null)), so a fleece image that stalls stalls the guest's writes with it. Elsewhere the vCPUs are stopped
+        for the few milliseconds it takes to put every disk's filter in place (RV(pause_seconds)). The route taken
+        is reported as RV(fleecing_route). One disk, or a VM that is not running, is never paused and keeps the
+        timeout.
     type: bool
   fleece_dir:
     description:
@@ -258,10 +264,22 @@ fleecing:
     - Whether the backup was taken from a fleeced point-in-time view. In check mode, whether it would be.
   returned: success
   type: bool
+fleecing_route:
+  description:
+    - How the fleecing view took its instant. V(filter) - copy-before-write filters added and switched in device by
+      device (the vCPUs of a running VM with several disks stopped around the switches; has RV(cbw_timeout)).
+      V(job) - the filters of C(sync=none) jobs started in one transaction, with no pause and no timeout, taken
+      for a running VM with several disks where QEMU's C(blockdev-backup) has C(on-cbw-error) (10.1 or newer).
+      V(null) without fleecing.
+    - In check mode, the route the run would take (it depends on the VM's run state at that moment).
+  returned: success
+  type: str
+  sample: filter
 cbw_timeout:
   description:
     - With fleecing, the seconds a guest write may wait for its old data to be copied into the fleece image before
-      the snapshot is broken instead (the backup then fails; the guest write goes on). V(null) without fleecing.
+      the snapshot is broken instead (the backup then fails; the guest write goes on). V(null) without fleecing,
+      and on the V(job) RV(fleecing_route), whose filters have no timeout.
     - V(45), or V(4) on QEMU before 9.1, which stores this timeout in 32-bit nanoseconds so that longer values wrap
       to a few seconds (fixed upstream by "block/copy-before-write - use uint64_t for timeout in nanoseconds").
     - In check mode, the timeout the run would use.
@@ -277,7 +295,9 @@ discard_source:
   returned: success
   type: bool
 pause_seconds:
-  description: Seconds the vCPUs were stopped to give every disk the same instant (0 when not needed).
+  description:
+    - Seconds the vCPUs were stopped to give every disk the same instant (0 when not needed, and always 0 on the
+      V(job) RV(fleecing_route)).
   returned: when a backup was taken (not in check mode)
   type: float
 skipped_disks:

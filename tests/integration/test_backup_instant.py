@@ -7,10 +7,12 @@
 Each disk has its own writer on its own QMP monitor writing 4 KiB blocks one
 after the other, as fast as it can, while a full backup of the running VM
 starts. The backup must hold a prefix of each writer's blocks: every block
-finished before the vCPUs were stopped, none begun after they ran again.
+finished before the instant was taken, none begun after. With explicit
+filters the instant is the window in which the vCPUs were stopped; on QEMU
+10.1+ (the job route) it is one transaction and the vCPUs never stop.
 (Monitor writes are not stopped by a vCPU pause as a guest's are, so a block
-that overlaps the STOP..RESUME window may fall on either side.) An
-incremental right after must hold all the rest."""
+that overlaps the window may fall on either side.) An incremental right
+after must hold all the rest."""
 
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
@@ -21,6 +23,8 @@ import time
 
 import pytest
 
+from harness.checks import expected_route
+from harness.names import is_fleece_job
 from harness.qemu import DiskSpec
 
 MIB = 1024 * 1024
@@ -73,13 +77,40 @@ def blocks_in_backup(image, qemu, workdir, writes):
     return held
 
 
-def pause_window(vm):
+def stamp(event):
+    return event['timestamp']['seconds'] + event['timestamp']['microseconds'] / 1e6
+
+
+def instant_window(vm, route):
+    """When the instant was taken, from QEMU's own events: with explicit
+    filters, between the vCPUs' STOP and RESUME; on the job route, the
+    transaction that created and started the fleecing jobs (QEMU drains all
+    I/O around it), with the vCPUs never stopped."""
     vm.qmp('query-status')      # lets the client read events that came before the reply
     events = vm.monitor().get_events(wait=False)
-    stamps = dict((e['event'], e['timestamp']['seconds'] + e['timestamp']['microseconds'] / 1e6)
-                  for e in events if e['event'] in ('STOP', 'RESUME'))
+    pauses = [e for e in events if e['event'] in ('STOP', 'RESUME')]
+    if route == 'job':
+        assert pauses == [], 'the VM was paused on the job route: %s' % pauses
+        return transaction_window(events)
+    stamps = dict((e['event'], stamp(e)) for e in pauses)
     assert 'STOP' in stamps and 'RESUME' in stamps, 'the VM was not paused: %s' % events
     return stamps['STOP'], stamps['RESUME']
+
+
+def transaction_window(events):
+    """From the fleecing jobs' creation to the end of the transaction that
+    made them. Inside it each job is started and at once paused by the drain
+    around the transaction; the drain's end resumes it: its second
+    'running'. (Later commands drain, pause and resume them again.)"""
+    changes = [e for e in events if e['event'] == 'JOB_STATUS_CHANGE' and is_fleece_job(e['data']['id'])]
+    created = [stamp(e) for e in changes if e['data']['status'] == 'created']
+    assert len(created) == 2, 'expected two fleecing jobs: %s' % changes
+    resumed = []
+    for job in set(e['data']['id'] for e in changes):
+        running = [stamp(e) for e in changes if e['data']['id'] == job and e['data']['status'] == 'running']
+        assert running, 'fleecing job %s never ran: %s' % (job, changes)
+        resumed.append(running[1] if len(running) > 1 else running[0])
+    return min(created), max(resumed)
 
 
 @pytest.mark.parametrize('round_', range(3))
@@ -105,12 +136,20 @@ def test_racing_writers_get_one_instant(make_vm, ansible, workdir, round_):
             writer.join()
     for writer in writers:
         assert writer.error is None, writer.error
-    stop, resume = pause_window(vm)
-    assert full['pause_seconds'] > 0
+    route = expected_route(vm)
+    assert full['fleecing_route'] == route
+    stop, resume = instant_window(vm, route)
+    if route == 'job':
+        assert full['pause_seconds'] == 0 and full['cbw_timeout'] is None
+    else:
+        assert full['pause_seconds'] > 0
+    last_held_start, first_missing_end = 0.0, float('inf')
     for item in full['disks']:
         writer = [w for w in writers if w.disk == item['disk']][0]
         assert writer.writes[-1][1] > resume, 'the writer stopped before the backup: nothing raced'
         held = blocks_in_backup(item['file'], vm.qemu, workdir, writer.writes)
+        last_held_start = max([last_held_start] + [w[1] for w in writer.writes if w[0] in held])
+        first_missing_end = min([first_missing_end] + [w[2] for w in writer.writes if w[0] not in held])
         # A prefix: no block is held after one that is not.
         assert held == set(range(len(held))), 'backup of %s is not a prefix of the writes' % item['disk']
         for block, start, end in writer.writes:
@@ -120,6 +159,11 @@ def test_racing_writers_get_one_instant(make_vm, ansible, workdir, round_):
             if start > resume:
                 assert block not in held, 'block %d of %s began after the instant but is in it' % (
                     block, item['disk'])
+    if route == 'job':
+        # QEMU serves the monitors one command at a time, and no pause hides
+        # anything: one instant means one moment that every held block, on
+        # either disk, began before and every missing one ended after.
+        assert last_held_start < first_missing_end, 'the disks have different instants'
     # Everything after the instant is in the incremental that follows.
     incremental = ansible.ok('qemu_blockdev_backup', {'socket': vm.socket, 'target_dir': repo,
                                                       'fleece_dir': workdir})

@@ -10,6 +10,8 @@ __metaclass__ = type
 
 import os
 
+from harness.names import Features, QMPSchema
+
 
 def backup_args(vm, repo, **extra):
     """qemu_blockdev_backup arguments for ``vm`` into ``repo``."""
@@ -38,3 +40,10 @@ def repository_files(path):
     for root, _dirs, files in os.walk(path):
         found += [os.path.join(root, f) for f in files if f not in ('repository.json', '.lock')]
     return sorted(found)
+
+
+def expected_route(vm):
+    """The fleecing route the QEMU's schema allows for a running VM with
+    several disks: 'job' where blockdev-backup takes on-cbw-error (10.1+)."""
+    features = Features(QMPSchema(vm.qmp('query-qmp-schema')))
+    return 'job' if features.has('backup_on_cbw_error') else 'filter'

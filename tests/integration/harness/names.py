@@ -3,7 +3,8 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 
 """The collection's own names for what it makes in QEMU (module_utils/names.py),
-so that the test bed and the benchmarks never spell them again."""
+so that the test bed and the benchmarks never spell them again, and its
+schema reader, so that they ask a QEMU what it can do as the modules do."""
 
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
@@ -20,4 +21,8 @@ from ansible_collections.vmbackup.qemu.plugins.module_utils.names import (  # no
     BITMAP_PREFIX,
     FLEECE_SUFFIX,
     NODE_PREFIX,
+    PUSH_JOB_ROLE,
+    is_fleece_job,
+    role_of,
 )
+from ansible_collections.vmbackup.qemu.plugins.module_utils.schema import Features, QMPSchema  # noqa: E402,F401

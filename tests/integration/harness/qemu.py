@@ -25,7 +25,7 @@ import time
 
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
-from harness.names import NODE_PREFIX
+from harness.names import NODE_PREFIX, PUSH_JOB_ROLE, role_of
 
 BINDIR_ENV = 'VMBACKUP_QEMU_BINDIR'
 
@@ -391,15 +391,17 @@ class TestVM(object):
                                               force_share=True)
         assert identical, 'live disk %s differs from what the guest wrote: %s' % (disk, output)
 
-    def wait_for_job(self, prefix=NODE_PREFIX, statuses=('running',), timeout=60, monitor=0):
-        """Wait until a job whose id starts with ``prefix`` is in ``statuses``; return it."""
+    def wait_for_job(self, job_id=None, statuses=('running',), timeout=60, monitor=0):
+        """Wait until job ``job_id`` (default: any push job of ours, the one
+        that copies a disk into a backup) is in ``statuses``; return it."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for job in self.qmp('query-jobs', monitor=monitor):
-                if job['id'].startswith(prefix) and job['status'] in statuses:
+                wanted = job['id'] == job_id if job_id else role_of(job['id']) == PUSH_JOB_ROLE
+                if wanted and job['status'] in statuses:
                     return job
             time.sleep(0.02)
-        raise AssertionError('no job %s* in %s within %d s' % (prefix, statuses, timeout))
+        raise AssertionError('no job %s in %s within %d s' % (job_id or 'pushing a backup', statuses, timeout))
 
     def leftovers(self):
         """Anything of the collection still in QEMU: jobs, nodes, exports."""

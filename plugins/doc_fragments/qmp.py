@@ -28,9 +28,9 @@ options:
   lock_timeout:
     description:
       - Seconds to wait for another run of this collection on the same QEMU process to end.
-      - Only one run of C(vmbackup.qemu.qemu_blockdev_backup) or C(vmbackup.qemu.qemu_bitmap) works on one QEMU
-        process at a time, whichever QMP socket, repository or playbook it comes through; check mode
-        waits too. The lock is the QEMU process's, found through the socket, and a killed run never holds it.
+      - Only one run of C(vmbackup.qemu.qemu_blockdev_backup), C(vmbackup.qemu.qemu_bitmap) or
+        C(vmbackup.qemu.qemu_fleece) works on one QEMU process at a time, whichever QMP socket, repository or
+        playbook it comes through; check mode waits too. The lock is the QEMU process's, found through the socket, and a killed run never holds it.
       - When the time is up the module fails, naming the module, process and socket that hold the VM.
       - C(0) fails at once if the VM is busy.
     type: float

@@ -62,6 +62,7 @@ from ansible_collections.vmbackup.qemu.plugins.module_utils.repository import (
     VMRepository,
     new_backup_id,
 )
+from ansible_collections.vmbackup.qemu.plugins.module_utils.view import refuse_beside_a_view
 
 LEVELS = ('full', 'incremental', 'differential', 'copy', 'auto')
 BITMAP_GRANULARITY = 65536
@@ -250,6 +251,7 @@ class BackupRun(object):
         # only level without bitmaps, and it is never decided, only asked).
         for feature, option in needed_features(params.get('level') or 'auto', fleecing):
             vm.features.require(feature, option)
+        refuse_beside_a_view(vm, 'a backup')   # its cleanup would take the view for debris
         if self.check_mode:
             level, reason, chain = self.decide_level(repo, disks)
             route = self._route(disks, status)

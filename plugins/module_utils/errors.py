@@ -69,6 +69,10 @@ class BackupError(VMBackupError):
     """The backup failed; nothing of this run was kept."""
 
 
+class ViewError(VMBackupError):
+    """A point-in-time view (qemu_fleece) cannot be made or used as asked."""
+
+
 class RepositoryError(VMBackupError):
     """The repository cannot be used as asked."""
 

@@ -2,8 +2,9 @@
 # Copyright: (c) 2026, vmbackup.qemu developers
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""What a killed run of ours left in a QEMU and in fleece_dir, found by our
-names (names.py) and removed in the only order QEMU allows."""
+"""What a killed run of ours left in a QEMU and in fleece_dir, or what makes
+up a qemu_fleece view, found by our names (names.py) and removed in the only
+order QEMU allows."""
 
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
@@ -15,30 +16,38 @@ from ansible_collections.vmbackup.qemu.plugins.module_utils.names import (
     fleece_prefix,
     is_fleece_job,
     is_ours,
+    is_view_name,
+    view_fleece_prefix,
 )
 from ansible_collections.vmbackup.qemu.plugins.module_utils.qmp import ignore_missing
 
 
-def remove_leftovers(vm, fleece_dir=None, job_timeout=60):
-    """Remove every job, export, node and fleece file a killed run of ours left.
+def remove_leftovers(vm, fleece_dir=None, job_timeout=60, views=False):
+    """Remove every job, export, node and fleece file a killed run of ours
+    left; with ``views``, instead, everything of a qemu_fleece view.
 
     Only call it with the VM's lock held (vmlock): then no live run of ours
-    owns anything in this QEMU, and every ``vmb-`` thing is a dead run's.
+    owns anything in this QEMU, and every ``vmb-`` thing is a dead run's,
+    but for a view, which lives between runs and is only removed as asked.
 
     Returns a list of what was removed, in words."""
     removed = []
     qmp = vm.qmp
-    jobs = [job_id for job_id in qmp.query_jobs() if is_ours(job_id)]
+
+    def mine(name):
+        return is_ours(name) and is_view_name(name) == views
+
+    jobs = [job_id for job_id in qmp.query_jobs() if mine(job_id)]
     # Fleecing jobs last: their filters hold the views the other jobs and the exports read.
     ended = qmp.end_jobs([j for j in jobs if not is_fleece_job(j)], timeout=job_timeout)
     removed += ['job %s' % job_id for job_id in ended]
     if vm.features.has('block_export_add'):
         for export in qmp.execute('query-block-exports'):
-            if is_ours(export.get('id')):
+            if mine(export.get('id')):
                 ignore_missing(qmp.execute, 'block-export-del', {'id': export['id'], 'mode': 'hard'})
                 removed.append('export %s' % export['id'])
     nodes = vm.named_nodes()
-    ours = [name for name in nodes if is_ours(name)]
+    ours = [name for name in nodes if mine(name)]
 
     def delete(names):
         for name in names:
@@ -53,10 +62,10 @@ def remove_leftovers(vm, fleece_dir=None, job_timeout=60):
         # Each took its filter out of the write path and the graph.
         removed += ['job %s' % job_id for job_id in ended]
         nodes = vm.named_nodes()
-        ours = [name for name in nodes if is_ours(name)]
+        ours = [name for name in nodes if mine(name)]
     for info in qmp.execute('query-block'):
         root = (info.get('inserted') or {}).get('node-name')
-        if is_ours(root) and info.get('qdev'):
+        if mine(root) and info.get('qdev'):
             original = vm.child_node(nodes, root, 'file')
             vm.switch_drive(info['qdev'], original)
             removed.append('device %s switched back to %s' % (info['qdev'], original))
@@ -73,7 +82,8 @@ def remove_leftovers(vm, fleece_dir=None, job_timeout=60):
     if fleece_dir and os.path.isdir(fleece_dir):
         for entry in os.listdir(fleece_dir):
             # Only this VM's: other VMs' backups may be using the same fleece_dir right now.
-            if entry.startswith(fleece_prefix(vm.qmp.socket_path)) and entry.endswith(FLEECE_SUFFIX):
+            this_vm = entry.startswith(fleece_prefix(vm.qmp.socket_path)) and entry.endswith(FLEECE_SUFFIX)
+            if this_vm and entry.startswith(view_fleece_prefix(vm.qmp.socket_path)) == views:
                 os.unlink(os.path.join(fleece_dir, entry))
                 removed.append('file %s' % os.path.join(fleece_dir, entry))
     return removed

@@ -26,7 +26,8 @@ BITMAP_PREFIX = 'vmbackup-'
 
 
 def node_name(run_id, role, index):
-    """Names stay within QEMU's 31 characters: 'vmb-' + 6 + '-' + role + index."""
+    """Names stay within QEMU's 31 characters: 'vmb-' + 6 + '-' + role + index
+    (a view's run id is 'view')."""
     return '%s%s-%s%d' % (NODE_PREFIX, run_id, role, index)
 
 
@@ -60,6 +61,24 @@ def is_fleece_job(name):
     return role_of(name) == FLEECE_JOB_ROLE
 
 
+# A point-in-time view that outlives a module run (qemu_fleece) has one
+# fixed run id, so that its nodes, jobs, exports and fleece files are told
+# from a killed backup run's debris by their names alone.
+VIEW_RUN_ID = 'view'
+# Per disk of a view, for the moment between the instant and the view's
+# bitmap copy: the user's bitmap frozen on the disk's node.
+VIEW_FROZEN_BITMAP = 'vmb-view-frozen'
+
+
+def is_view_name(name):
+    """Whether ``name`` (node, job or export id) belongs to a qemu_fleece view."""
+    return is_ours(name) and name[len(NODE_PREFIX):].partition('-')[0] == VIEW_RUN_ID
+
+
+def view_export(index):
+    return node_name(VIEW_RUN_ID, 'exp', index)
+
+
 def fleece_owner(socket_path):
     """A short key of the VM (its QMP socket), so that runs for several VMs can
     share one fleece_dir and each cleans only its own VM's leftovers."""
@@ -89,3 +108,13 @@ def full_bitmap(repository_id, chain_id):
 
 def frozen_bitmap(repository_id, backup_id):
     return '%st-%s' % (bitmap_prefix(repository_id), backup_id)
+
+
+def view_fleece_prefix(socket_path):
+    """The start of the names of a view's fleece files (a subset of fleece_prefix)."""
+    return '%s%s-' % (fleece_prefix(socket_path), VIEW_RUN_ID)
+
+
+def view_record(directory, socket_path):
+    """Where qemu_fleece keeps what a view of the VM behind ``socket_path`` was made with."""
+    return os.path.join(directory, 'view-%s.json' % fleece_owner(socket_path))

@@ -9,28 +9,19 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
-import subprocess
-from contextlib import contextmanager
 
-import pytest
-
-from harness.checks import assert_restores_to, backup_args, expected_route, guest_content, repository_files
+from harness.checks import (
+    assert_restores_to,
+    backup_args,
+    expected_route,
+    guest_content,
+    repository_files,
+    small_filesystem,
+)
 from harness.fake_qga import FakeGuestAgent
 from harness.names import is_fleece_job
 
 MIB = 1024 * 1024
-
-
-@contextmanager
-def small_filesystem(path, size):
-    if os.geteuid() != 0:
-        pytest.skip('mounting a small tmpfs needs root')
-    os.mkdir(path)
-    subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=%s,mode=0700' % size, 'tmpfs', path], check=True)
-    try:
-        yield path
-    finally:
-        subprocess.run(['umount', '-l', path], check=False)
 
 
 def test_full_target_filesystem_fails_the_backup_not_the_vm(vm, ansible, repo, workdir):

@@ -15,33 +15,9 @@ import os
 
 import pytest
 
-from harness.checks import backup_args
+from harness.checks import backup_args, refused, state
 
 HOSTILE_NAMES = ['a/b', '../escape', '..', '.', '.hidden', 'web1\n', 'a\nb', 'sp ace', '']
-# Written by the harness itself, not by the modules: ansible's temporary
-# directories and the result trees (tree-N) of each run.
-HARNESS = ('ansible-local', 'ansible-remote')
-
-
-def state(workdir, vm):
-    """Everything the modules could change: every path below ``workdir``
-    (with size, mode and mtime below its top level, where QEMU's own disk
-    images and logs are not), QEMU's leftovers and bitmaps, and the names in
-    QEMU's working directory."""
-    found = {}
-    for root, dirs, files in os.walk(workdir):
-        rel = os.path.relpath(root, workdir)
-        if rel == '.':
-            dirs[:] = [d for d in dirs if d not in HARNESS and not d.startswith('tree-')]
-        for name in dirs + files:
-            path = os.path.join(root, name)
-            st = os.lstat(path)
-            found[os.path.relpath(path, workdir)] = (
-                None if rel == '.' else (st.st_size, st.st_mode, st.st_mtime_ns,
-                                         os.readlink(path) if os.path.islink(path) else None))
-    qemu_cwd = os.readlink('/proc/%d/cwd' % vm.process.pid)
-    return {'files': found, 'qemu': vm.leftovers(), 'qemu_cwd': sorted(os.listdir(qemu_cwd)),
-            'bitmaps': dict((d, sorted(vm.bitmaps(d))) for d in ('vda', 'vdb'))}
 
 
 @pytest.fixture
@@ -49,15 +25,6 @@ def backed_up(vm, ansible, repo, workdir):
     """``repo`` with one full backup of ``vm``; returns the backup's result."""
     vm.write('vda', 0, 1024 * 1024, 0x5a)
     return ansible.ok('qemu_blockdev_backup', backup_args(vm, repo, fleece_dir=workdir))
-
-
-def refused(ansible, workdir, vm, name, args, expect, **kwargs):
-    """Run module ``name``; it must fail cleanly, say ``expect`` and change nothing."""
-    before = state(workdir, vm)
-    failure = ansible.failed(name, args, **kwargs)
-    assert expect in failure['msg'], '%s %r: %s' % (name, args, failure['msg'])
-    assert state(workdir, vm) == before, '%s %r changed something' % (name, args)
-    return failure
 
 
 def test_qemu_blockdev_backup_refuses_hostile_names_and_numbers(vm, ansible, repo, workdir, backed_up):

@@ -9,6 +9,10 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+import subprocess
+from contextlib import contextmanager
+
+import pytest
 
 from harness.names import Features, QMPSchema
 
@@ -47,3 +51,51 @@ def expected_route(vm):
     several disks: 'job' where blockdev-backup takes on-cbw-error (10.1+)."""
     features = Features(QMPSchema(vm.qmp('query-qmp-schema')))
     return 'job' if features.has('backup_on_cbw_error') else 'filter'
+
+
+@contextmanager
+def small_filesystem(path, size):
+    """A tmpfs of ``size`` (like '4m') at ``path``, to fill up."""
+    if os.geteuid() != 0:
+        pytest.skip('mounting a small tmpfs needs root')
+    os.mkdir(path)
+    subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=%s,mode=0700' % size, 'tmpfs', path], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(['umount', '-l', path], check=False)
+
+
+# Written by the harness itself, not by the modules: ansible's temporary
+# directories and the result trees (tree-N) of each run.
+HARNESS = ('ansible-local', 'ansible-remote')
+
+
+def state(workdir, vm):
+    """Everything the modules could change: every path below ``workdir``
+    (with size, mode and mtime below its top level, where QEMU's own disk
+    images and logs are not), QEMU's leftovers and bitmaps, and the names in
+    QEMU's working directory."""
+    found = {}
+    for root, dirs, files in os.walk(workdir):
+        rel = os.path.relpath(root, workdir)
+        if rel == '.':
+            dirs[:] = [d for d in dirs if d not in HARNESS and not d.startswith('tree-')]
+        for name in dirs + files:
+            path = os.path.join(root, name)
+            st = os.lstat(path)
+            found[os.path.relpath(path, workdir)] = (
+                None if rel == '.' else (st.st_size, st.st_mode, st.st_mtime_ns,
+                                         os.readlink(path) if os.path.islink(path) else None))
+    qemu_cwd = os.readlink('/proc/%d/cwd' % vm.process.pid)
+    return {'files': found, 'qemu': vm.leftovers(), 'qemu_cwd': sorted(os.listdir(qemu_cwd)),
+            'bitmaps': dict((d, sorted(vm.bitmaps(d))) for d in ('vda', 'vdb'))}
+
+
+def refused(ansible, workdir, vm, name, args, expect, **kwargs):
+    """Run module ``name``; it must fail cleanly, say ``expect`` and change nothing."""
+    before = state(workdir, vm)
+    failure = ansible.failed(name, args, **kwargs)
+    assert expect in failure['msg'], '%s %r: %s' % (name, args, failure['msg'])
+    assert state(workdir, vm) == before, '%s %r changed something' % (name, args)
+    return failure

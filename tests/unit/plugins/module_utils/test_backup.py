@@ -169,6 +169,9 @@ class RecordingQMP(object):
     def transaction(self, actions):
         self.execute('transaction', actions)
 
+    def query_jobs(self):
+        return {}
+
 
 class OldQEMU(object):
     """A running VM whose QEMU has no copy-before-write (as the schema says)."""
@@ -184,6 +187,9 @@ class OldQEMU(object):
 
     def status(self):
         return {'status': 'running'}
+
+    def named_nodes(self):
+        return {}
 
     def select_disks(self, names, exclude):
         return [FakeDisk('vda')], []

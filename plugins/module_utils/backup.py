@@ -55,6 +55,7 @@ from ansible_collections.vmbackup.qemu.plugins.module_utils.qmp import (
     JOB_PENDING,
     JOB_SETTLED_STATES,
     ignore_missing,
+    qemu_is_gone,
 )
 from ansible_collections.vmbackup.qemu.plugins.module_utils.quirks import cbw_timeout, fleece_read_chunk
 from ansible_collections.vmbackup.qemu.plugins.module_utils.repository import (
@@ -409,7 +410,7 @@ class BackupRun(object):
                 route = self._route(state.disks, self.vm.status()['status'])
                 state.view = FleeceView(self.vm, state.disks, self.run_id, self.params['fleece_dir'], route)
                 self.result.update(cbw_timeout=state.view.cbw_timeout, fleecing_route=route)
-                snaps = state.view.create(bitmap_actions, lambda nodes: self._frozen_copies(state, nodes))
+                snaps = state.view.create(bitmap_actions, after_switch=lambda nodes: self._frozen_copies(state, nodes))
                 self.result['pause_seconds'] = round(state.view.pause_seconds, 4)
             else:
                 sources = dict((d.name, d.node) for d in state.disks)
@@ -554,6 +555,9 @@ class BackupRun(object):
             actions = [('block-dirty-bitmap-remove', {'node': node, 'name': name})
                        for node, name in state.new_bitmaps + [(d.node, state.frozen) for d in state.disks]]
             attempt('remove the new bitmaps', self._remove_bitmaps_present, actions)
+        elif state.view is not None and qemu_is_gone(qmp.socket_path):
+            # Disk-sized files that no later run for this socket may come to remove.
+            attempt('remove the fleece images', state.view.remove_files)
         for path in state.images:
             if os.path.exists(path):
                 attempt('remove ' + path, os.unlink, path)

@@ -25,16 +25,19 @@ The filter route (explicit copy-before-write nodes):
 3. ``before_switch`` transaction: bitmaps that record writes *after* the
    instant are created before the filters enter: a write that lands in both
    the snapshot and the new bitmap is harmless, a write in neither is lost.
-4. ``qom-set <qdev> drive <cbw>`` for every disk: the instant. The vCPUs run
-   again, whatever failed.
+4. ``qom-set <qdev> drive <cbw>`` for every disk: the instant.
+5. ``at_instant`` transaction: what must take effect no earlier than the
+   instant (copies of what changed before it). The vCPUs run again,
+   whatever failed.
 
 The job route (QEMU 10.1+, taken where the filter route would pause):
 
 1. fleece images and nodes as above.
-2. One transaction: ``before_switch`` and, per disk, a ``sync: none``
+2. One transaction: ``before_switch``, per disk a ``sync: none``
    blockdev-backup job into the fleece node whose filter (``filter-node-name``,
-   ``on-cbw-error: break-snapshot``) QEMU puts above the disk's node. QEMU
-   drains all I/O before a transaction: one instant for every disk, no pause.
+   ``on-cbw-error: break-snapshot``) QEMU puts above the disk's node, and
+   ``at_instant``. QEMU drains all I/O before a transaction: one instant for
+   every disk and every action, no pause.
 
 Then, for both: snapshot-access nodes on the filters, and the
 ``after_switch`` transaction: frozen copies of the bitmaps that say what
@@ -142,10 +145,13 @@ class FleeceView(object):
     def fleece_file(self, index):
         return fleece_file(self.fleece_dir, self.vm.qmp.socket_path, self.run_id, index)
 
-    def create(self, before_switch=(), after_switch=lambda snapshot_nodes: ()):
-        """Build the view. ``before_switch`` is a list of transaction actions
-        that must take effect no later than the instant; ``after_switch`` gets
-        {disk: snapshot node} and returns actions for right after it."""
+    def create(self, before_switch=(), at_instant=(), after_switch=lambda snapshot_nodes: ()):
+        """Build the view. ``before_switch`` and ``at_instant`` are lists of
+        transaction actions: the first must take effect no later than the
+        instant (bitmaps that record what comes after it), the second no
+        earlier (copies of what came before it); on the job route both go
+        into the instant's own transaction. ``after_switch`` gets {disk:
+        snapshot node} and returns actions for once those nodes exist."""
         # The caller checked FLEECE_FEATURES (and the route's) before it changed anything.
         if not os.path.isdir(self.fleece_dir):
             raise VMBackupError('fleece_dir %s does not exist: create it on fast local storage, '
@@ -153,9 +159,9 @@ class FleeceView(object):
         for index, disk in enumerate(self.disks):
             self._add_fleece(index, disk)
         if self.route == JOB_ROUTE:
-            self._instant_by_jobs(list(before_switch))
+            self._instant_by_jobs(list(before_switch), list(at_instant))
         else:
-            self._instant_by_filters(list(before_switch))
+            self._instant_by_filters(list(before_switch), list(at_instant))
         for index, disk in enumerate(self.disks):
             snap = node_name(self.run_id, 'snap', index)
             self.vm.qmp.execute('blockdev-add', {'driver': 'snapshot-access', 'node-name': snap,
@@ -164,10 +170,11 @@ class FleeceView(object):
         self.vm.qmp.transaction(list(after_switch(dict(self.snapshot_nodes))))
         return dict(self.snapshot_nodes)
 
-    def _instant_by_jobs(self, before_switch):
-        """One transaction: ``before_switch`` and a ``sync: none`` job per
-        disk whose filter enters the write path. QEMU drains all I/O before
-        a transaction, so it is one instant for every disk, with no pause."""
+    def _instant_by_jobs(self, before_switch, at_instant):
+        """One transaction: ``before_switch``, a ``sync: none`` job per disk
+        whose filter enters the write path, and ``at_instant``. QEMU drains
+        all I/O before a transaction, so it is one instant for every disk and
+        every action, with no pause."""
         actions = []
         for index, disk in enumerate(self.disks):
             job, cbw = fleece_job(self.run_id, index), node_name(self.run_id, 'cbw', index)
@@ -175,12 +182,15 @@ class FleeceView(object):
                 'job-id': job, 'device': disk.root_node, 'target': self._fleece[disk.name][0], 'sync': 'none',
                 'filter-node-name': cbw, 'on-cbw-error': 'break-snapshot', 'auto-dismiss': False}))
             self._cbw[disk.name] = (cbw, disk.root_node, disk.qdev)
-        self.vm.qmp.transaction(before_switch + actions)
+        self.vm.qmp.transaction(before_switch + actions + at_instant)
         self._jobs = [action[1]['job-id'] for action in actions]
 
-    def _instant_by_filters(self, before_switch):
+    def _instant_by_filters(self, before_switch, at_instant):
         """Explicit copy-before-write filters switched in device by device,
-        with the vCPUs stopped around the switches when they are more than one."""
+        with the vCPUs stopped around the switches when they are more than
+        one; ``at_instant`` right after the last switch, still paused (a
+        stopped VM has drained its I/O, so it is the instant for its
+        guest)."""
         for index, disk in enumerate(self.disks):
             self._add_filter(index, disk)
         with VMPause(self.vm, wanted=len(self.disks) > 1) as pause:
@@ -190,6 +200,7 @@ class FleeceView(object):
                 # cbw is new and has no parent: the device cannot be on it already.
                 self.vm.qmp.execute('qom-set', {'path': qdev, 'property': 'drive', 'value': cbw})
                 self._switched.add(disk.name)
+            self.vm.qmp.transaction(at_instant)
         self.paused = pause.paused
         self.pause_seconds = pause.seconds
 
@@ -250,6 +261,12 @@ class FleeceView(object):
         if errors:
             raise VMBackupError('could not remove every fleecing node: %s; run again to clean up'
                                 % '; '.join(errors))
+
+    def remove_files(self):
+        """Remove the fleece images only: for when QEMU is gone, and its nodes with it."""
+        for _fleece, path in self._fleece.values():
+            remove_file(path)
+        self._fleece = {}
 
     @staticmethod
     def _step(errors, call, *args):

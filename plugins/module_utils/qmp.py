@@ -15,6 +15,7 @@ __metaclass__ = type
 import errno
 import logging
 import os
+import socket
 import stat
 import time
 
@@ -102,6 +103,22 @@ def connect_error_message(path, cause):
         return ('QMP socket %s closed the connection before the QMP greeting: QEMU is '
                 'probably shutting down' % path)
     return 'cannot connect to QMP socket %s: %s' % (path, cause)
+
+
+def qemu_is_gone(path):
+    """Whether nothing listens on the QMP socket ``path`` any more (QEMU
+    exited: the socket file is gone or refuses connections)."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(path)
+        return False
+    except (FileNotFoundError, ConnectionRefusedError):
+        return True
+    except OSError:
+        return False   # busy or unknown: alive as far as we can tell
+    finally:
+        probe.close()
 
 
 def ignore_missing(call, *args, **kwargs):

@@ -12,15 +12,18 @@ was made with, and whether the module started the NBD server, from a small
 record on the host (names.view_record), which also tells a view that QEMU
 lost in a restart from a live one.
 
-The bitmap is frozen exactly at the instant: the same transaction that takes
-the instant copies the user's bitmap into a disabled one on the disk's node
-(names.VIEW_FROZEN_BITMAP); once the snapshot-access node exists, that copy
-moves onto it under the user's bitmap name, which is how an NBD export
-offers it (``qemu:dirty-bitmap:NAME``)."""
+The bitmap is frozen at the instant: on the job route the transaction that
+takes the instant copies the user's bitmap into a disabled one on the
+disk's node (names.VIEW_FROZEN_BITMAP); on the filter route a transaction
+right after the last switch does, while the vCPUs are still stopped. Once
+the snapshot-access node exists, that copy moves onto it under the user's
+bitmap name, which is how an NBD export offers it
+(``qemu:dirty-bitmap:NAME``)."""
 
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import errno
 import json
 import os
 import stat
@@ -31,7 +34,7 @@ try:
 except ImportError:  # pragma: no cover - Python 2 is not supported by the modules
     from urllib import quote
 
-from ansible_collections.vmbackup.qemu.plugins.module_utils.errors import QMPCommandError, ViewError
+from ansible_collections.vmbackup.qemu.plugins.module_utils.errors import QMPCommandError, ViewError, VMBackupError
 from ansible_collections.vmbackup.qemu.plugins.module_utils.fleece import (
     FLEECE_FEATURES,
     FleeceView,
@@ -218,7 +221,8 @@ class PullView(object):
         try:
             view = FleeceView(self.vm, disks, VIEW_RUN_ID, options['fleece_dir'], route)
             self.result.update(cbw_timeout=view.cbw_timeout)
-            snaps = view.create(self._freeze_bitmaps(disks), lambda snaps: self._view_bitmaps(disks, snaps))
+            snaps = view.create(at_instant=self._freeze_bitmaps(disks),
+                                after_switch=lambda snaps: self._view_bitmaps(disks, snaps))
             self.result['pause_seconds'] = round(view.pause_seconds, 4)
             if options['export'] == 'nbd':
                 record['started_server'] = self._start_server(options['nbd_socket'])
@@ -228,7 +232,7 @@ class PullView(object):
             self.store.save(record)
         except BaseException as exc:
             problems = self._undo(record)
-            if problems and isinstance(exc, ViewError):
+            if problems and isinstance(exc, VMBackupError):
                 raise ViewError('%s. Removing the half-made view also failed (%s); run state=absent'
                                 % (exc.msg, '; '.join(problems)), **exc.details)
             raise
@@ -274,8 +278,13 @@ class PullView(object):
                 raise ViewError('nbd_socket %s exists and is not a socket: choose another path' % path)
             try:
                 listener = peer_pid(path, 5.0)
-            except (IOError, OSError):
-                listener = None   # a socket file nobody listens on: QEMU replaces it
+            except (IOError, OSError) as exc:
+                if exc.errno != errno.ECONNREFUSED:
+                    # EAGAIN: a listener too busy to take us. Only nobody
+                    # listening makes a socket file QEMU may replace.
+                    raise ViewError('cannot tell who listens on nbd_socket %s (%s): choose another path'
+                                    % (path, exc.strerror or exc))
+                listener = None
             if listener == self.qemu_pid:
                 return False
             if listener:

@@ -11,6 +11,7 @@ __metaclass__ = type
 
 import json
 import os
+import socket
 import stat
 
 import pytest
@@ -107,9 +108,18 @@ def test_racing_writers_pull_one_instant_while_the_guest_writes_on(pull_vm, ansi
     held = assert_one_instant(pulled, writers, instant_window(vm, route), route, vm.qemu, workdir)
     # Each writer wrote its blocks in order from the start of its disk: the
     # bitmap, frozen at the same instant, covers the clusters of the held
-    # blocks and not one more.
+    # blocks, and on the job route not one more. (With explicit filters it is
+    # frozen right after the last switch while the vCPUs are stopped: exact
+    # for a guest, whose I/O a stopped VM has drained, but these writers
+    # write through the monitor, which a pause does not stop.)
     for disk, count in held.items():
-        assert dirty_extents(vm, disk, 'pull') == [(0, -(-count * BLOCK // CLUSTER) * CLUSTER)], disk
+        needed = -(-count * BLOCK // CLUSTER) * CLUSTER
+        extents = dirty_extents(vm, disk, 'pull')
+        assert len(extents) == 1 and extents[0][0] == 0, (disk, extents)
+        if route == 'job':
+            assert extents[0][1] == needed, (disk, extents, needed)
+        else:
+            assert extents[0][1] >= needed, (disk, extents, needed)
     ansible.ok('qemu_fleece', view_args(vm, state='absent'))
     assert vm.leftovers() == []
 
@@ -260,3 +270,25 @@ def test_relative_paths_are_the_module_directorys(pull_vm, ansible, workdir):
         os.path.basename(d['fleece_image']) for d in view['disks'])
     ansible.ok('qemu_fleece', {'socket': vm.socket, 'state': 'absent'}, cwd=here)
     assert os.listdir(here) == ['fleece'] and os.listdir(os.path.join(here, 'fleece')) == []
+
+
+def test_a_busy_listener_on_nbd_socket_is_never_replaced(pull_vm, ansible, workdir):
+    """A process that listens on nbd_socket but accepts nobody now (its
+    backlog full) is alive: its socket must not be taken for a stale one,
+    which QEMU would unlink and replace."""
+    vm = pull_vm
+    nbd = os.path.join(workdir, 'busy.sock')
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(nbd)
+    listener.listen(0)
+    filler = socket.socket(socket.AF_UNIX)
+    filler.connect(nbd)                      # the one connection a backlog of 0 queues
+    try:
+        inode = os.stat(nbd).st_ino
+        failure = refused(ansible, workdir, vm, 'qemu_fleece', view_args(vm, nbd_socket=nbd), nbd)
+        assert 'cannot tell who listens' in failure['msg'], failure['msg']
+        assert os.stat(nbd).st_ino == inode
+    finally:
+        filler.close()
+        listener.close()
+    assert vm.leftovers() == [] and not os.path.exists(view_record(lock_dir(), vm.socket))

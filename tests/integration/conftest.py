@@ -14,6 +14,7 @@ import tempfile
 
 import pytest
 
+from harness import guest
 from harness.ansible import AnsibleRunner
 from harness.qemu import DiskSpec, QemuInstall, TestVM
 
@@ -41,10 +42,10 @@ def make_vm(qemu, workdir):
     """Factory: make_vm(disks=[DiskSpec(...)], name=..., start=True)."""
     started = []
 
-    def factory(disks=None, name='vm1', start=True, test_monitors=1):
+    def factory(disks=None, name='vm1', start=True, test_monitors=1, **guest_options):
         if disks is None:
             disks = [DiskSpec('vda'), DiskSpec('vdb')]
-        vm = TestVM(qemu, workdir, disks, name=name, test_monitors=test_monitors)
+        vm = TestVM(qemu, workdir, disks, name=name, test_monitors=test_monitors, **guest_options)
         started.append(vm)
         if start:
             vm.start()
@@ -72,3 +73,23 @@ def repo(workdir):
 @pytest.fixture
 def ansible(workdir, qemu):
     return AnsibleRunner(workdir, env=qemu.env())
+
+
+@pytest.fixture(scope='session')
+def guest_image():
+    """The real guest's kernel and initrd (harness/guest.py), built once and cached."""
+    return guest.build()
+
+
+@pytest.fixture
+def make_guest_vm(make_vm, guest_image):
+    """Factory: a running real guest with an ext4 data disk vda, its writer
+    already at work; make_guest_vm(agent_running=False) starts no qemu-ga."""
+    def factory(name='guest', agent_running=True, disks=None):
+        vm = make_vm(disks=disks or [DiskSpec('vda', size=64 * 1024 * 1024, ext4=True)], name=name,
+                     guest=guest_image, agent_running=agent_running)
+        vm.qmp('cont')
+        vm.wait_console(lambda line: line == 'guest: ready')
+        vm.wait_console(lambda line: line == 'guest: wrote 50')
+        return vm
+    return factory

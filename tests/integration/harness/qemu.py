@@ -122,7 +122,7 @@ class DiskSpec(object):
     media=False gives an empty CD-ROM drive."""
 
     def __init__(self, name, size=64 * 1024 * 1024, fmt='qcow2', attach='blockdev',
-                 throttle=False, media=True, read_only=False, image_options=None):
+                 throttle=False, media=True, read_only=False, image_options=None, ext4=False):
         self.name = name
         self.size = size
         self.fmt = fmt
@@ -131,12 +131,13 @@ class DiskSpec(object):
         self.media = media
         self.read_only = read_only
         self.image_options = image_options
+        self.ext4 = ext4            # made with mkfs.ext4 on the host, for a real guest to mount
 
 
 class TestVM(object):
     """One QEMU process; start/quit/kill it as often as a test needs."""
 
-    def __init__(self, qemu, workdir, disks, name='testvm', test_monitors=1):
+    def __init__(self, qemu, workdir, disks, name='testvm', test_monitors=1, guest=None, agent_running=True):
         self.qemu = qemu
         self.workdir = workdir
         self.name = name
@@ -147,15 +148,32 @@ class TestVM(object):
         self.test_sockets = [os.path.join(workdir, '%s.test%d.qmp' % (name, i))
                              for i in range(test_monitors)]
         self.log_path = os.path.join(workdir, name + '.log')
+        # A real guest (harness/guest.py): its kernel and initrd, its serial
+        # console, and its agent's channel, where qemu-ga answers unless the
+        # guest was told not to start it.
+        self.guest = guest
+        self.agent_running = agent_running
+        self.console = os.path.join(workdir, name + '.console')
+        self.agent_socket = os.path.join(workdir, name + '.qga')
         self.process = None
         self._monitors = {}
         self._log_offset = 0
         self._log_lock = threading.Lock()
         for disk in disks:
-            if disk.media:
+            if disk.media and disk.ext4:
+                self._make_ext4(disk)
+            elif disk.media:
                 self.qemu.create_image(self.image(disk.name), disk.size, disk.fmt, disk.image_options)
                 with open(self.shadow(disk.name), 'wb') as shadow:
                     shadow.truncate(disk.size)
+
+    def _make_ext4(self, disk):
+        raw = self.image(disk.name) + '.raw'
+        with open(raw, 'wb') as handle:
+            handle.truncate(disk.size)
+        subprocess.run(['mkfs.ext4', '-q', '-F', raw], check=True)
+        self.qemu.run_img('convert', '-f', 'raw', '-O', disk.fmt, raw, self.image(disk.name))
+        os.unlink(raw)
 
     # -- files ----------------------------------------------------------------
 
@@ -184,7 +202,43 @@ class TestVM(object):
             args += ['-object', 'throttle-group,id=tg0,x-bps-total=0']
         for name in self.disk_order:
             args += self._disk_args(self.disks[name])
+        return args + self._guest_args()
+
+    def _guest_args(self):
+        if not self.guest:
+            return []
+        args = ['-accel', 'tcg', '-m', '256', '-kernel', self.guest.kernel, '-initrd', self.guest.initrd,
+                '-append', 'console=ttyS0 panic=-1' + ('' if self.agent_running else ' noagent'),
+                '-serial', 'file:' + self.console, '-device', 'virtio-serial-pci',
+                '-chardev', 'socket,path=%s,server=on,wait=off,id=qga0' % self.agent_socket,
+                '-device', 'virtserialport,chardev=qga0,name=org.qemu.guest_agent.0']
         return args
+
+    def console_lines(self):
+        """What the guest printed on its serial console so far."""
+        try:
+            with open(self.console, 'rb') as handle:
+                return handle.read().decode('utf-8', 'replace').splitlines()
+        except IOError:
+            return []
+
+    def wait_console(self, predicate, timeout=120):
+        """Wait until a console line satisfies ``predicate``; return it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.console_lines():
+                if predicate(line):
+                    return line
+            if not self.running():
+                break
+            time.sleep(0.1)
+        raise AssertionError('the guest did not print what was awaited within %d s: %s'
+                             % (timeout, '\n'.join(self.console_lines()[-20:])))
+
+    def guest_writes(self):
+        """How many files the guest's writer has written, as it last said."""
+        counts = [int(line.split()[-1]) for line in self.console_lines() if line.startswith('guest: wrote ')]
+        return counts[-1] if counts else 0
 
     def _disk_args(self, spec):
         name = spec.name
@@ -209,7 +263,7 @@ class TestVM(object):
 
     def start(self):
         assert self.process is None, 'already running'
-        for path in [self.socket] + self.test_sockets:
+        for path in [self.socket, self.agent_socket, self.console] + self.test_sockets:
             if os.path.exists(path):
                 os.unlink(path)
         self._log = open(self.log_path, 'ab')

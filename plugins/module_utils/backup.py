@@ -64,6 +64,7 @@ from ansible_collections.vmbackup.qemu.plugins.module_utils.repository import (
     new_backup_id,
 )
 from ansible_collections.vmbackup.qemu.plugins.module_utils.view import refuse_beside_a_view
+from ansible_collections.vmbackup.qemu.plugins.module_utils.vm import VMRun
 
 LEVELS = ('full', 'incremental', 'differential', 'copy', 'auto')
 BITMAP_GRANULARITY = 65536
@@ -173,14 +174,11 @@ class RunState(object):
         self.view = None          # the FleeceView, until torn down
 
 
-class BackupRun(object):
+class BackupRun(VMRun):
     """One run of qemu_blockdev_backup."""
 
     def __init__(self, vm, params, warn=None, check_mode=False):
-        self.vm = vm
-        self.params = params
-        self.warn = warn or (lambda msg: None)
-        self.check_mode = check_mode
+        super(BackupRun, self).__init__(vm, params, warn, check_mode)
         self.run_id = os.urandom(3).hex()
         self.fleecing = None         # decided once per run by _fleecing_wanted
         self.result = {'changed': False, 'skipped_disks': [], 'cleaned': [], 'cbw_timeout': None,

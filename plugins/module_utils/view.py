@@ -51,6 +51,7 @@ from ansible_collections.vmbackup.qemu.plugins.module_utils.names import (
     view_record,
 )
 from ansible_collections.vmbackup.qemu.plugins.module_utils.quirks import fleece_read_chunk
+from ansible_collections.vmbackup.qemu.plugins.module_utils.vm import VMRun
 from ansible_collections.vmbackup.qemu.plugins.module_utils.vmlock import lock_dir, peer_pid, qemu_key
 
 BITMAP_CONTEXT = 'qemu:dirty-bitmap:'
@@ -105,14 +106,11 @@ class ViewRecord(object):
             os.unlink(self.path)
 
 
-class PullView(object):
+class PullView(VMRun):
     """One run of qemu_fleece on one VM: ``present()`` or ``absent()``."""
 
     def __init__(self, vm, params, warn=None, check_mode=False):
-        self.vm = vm
-        self.params = params
-        self.warn = warn or (lambda msg: None)
-        self.check_mode = check_mode
+        super(PullView, self).__init__(vm, params, warn, check_mode)
         self.socket = vm.qmp.socket_path
         self.store = ViewRecord(self.socket)
         self.qemu, self.qemu_pid = qemu_key(self.socket, 5.0)

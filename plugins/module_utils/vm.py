@@ -295,3 +295,14 @@ class VM(object):
             else:
                 selected.append(disk)
         return selected, skipped
+
+
+class VMRun(object):
+    """What one module run on a VM starts from: the VM, the module's
+    parameters, how to warn the user, and whether it only predicts."""
+
+    def __init__(self, vm, params, warn=None, check_mode=False):
+        self.vm = vm
+        self.params = params
+        self.warn = warn or (lambda msg: None)
+        self.check_mode = check_mode

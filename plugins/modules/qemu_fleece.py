@@ -28,12 +28,12 @@ description:
   - While a view exists, C(vmbackup.qemu.qemu_blockdev_backup) refuses to run on the VM.
   - Refused on QEMU before 8.0, whose point-in-time reads can return newer data to readers that read more than one
     cluster at a time (fixed upstream by commit a4d5224c2cb6).
-author:
-  - vmbackup.qemu developers (@vmbackup-qemu)
 extends_documentation_fragment:
   - vmbackup.qemu.qmp
   - vmbackup.qemu.attributes
   - vmbackup.qemu.attributes.ACTION_GROUP_QMP
+author:
+  - vmbackup.qemu developers (@vmbackup-qemu)
 attributes:
   check_mode:
     support: full
@@ -129,7 +129,7 @@ disks:
   elements: dict
   contains:
     disk:
-      description: The disk's name.
+      description: The name of the viewed disk (see O(disks)).
       type: str
     snapshot_node:
       description: The read-only C(snapshot-access) node that holds the disk's view.

@@ -10,6 +10,8 @@ __metaclass__ = type
 
 import os
 
+import pytest
+
 from harness.checks import (
     assert_restores_to,
     backup_args,
@@ -42,10 +44,17 @@ def test_full_target_filesystem_fails_the_backup_not_the_vm(vm, ansible, repo, w
     assert_restores_to(vm, result, guest_content(vm, 'after'))
 
 
-def test_failing_fleece_store_fails_the_backup_never_the_guest(vm, ansible, repo, workdir):
+@pytest.mark.parametrize('running', [False, True], ids=['prelaunch', 'running'])
+def test_failing_fleece_store_fails_the_backup_never_the_guest(vm, ansible, repo, workdir, running):
+    """A VM in prelaunch is never paused and gets explicit filters; a running
+    one with two disks, on QEMU 10.1+, fleecing jobs (no pause, no
+    cbw-timeout), whose filters must break the snapshot too, never the
+    guest's write."""
+    if running:
+        vm.qmp('cont')
     vm.write('vda', 0, 16 * MIB, 0x41)
-    before = guest_content(vm, 'before')
     ansible.ok('qemu_blockdev_backup', backup_args(vm, repo))
+    vm.monitor().clear_events()
     with small_filesystem(os.path.join(workdir, 'fleece'), '1m') as fleece_dir:
         args = backup_args(vm, repo, fleece_dir=fleece_dir, level='full', speed=MIB)
         proc = ansible.spawn('qemu_blockdev_backup', args)
@@ -54,14 +63,18 @@ def test_failing_fleece_store_fails_the_backup_never_the_guest(vm, ansible, repo
         # data in the 1 MiB fleece store: the snapshot breaks, the writes succeed.
         vm.write('vda', 0, 8 * MIB, 0x42)
         failure = ansible.collect(proc)
-    assert failure['failed'] and 'fleece' in failure['msg'], failure['msg']
+    assert failure['failed'] and 'fleece' in failure['msg'] and 'Permission denied' in failure['msg'], \
+        failure['msg']
     vm.assert_disk_matches_shadow('vda')     # every guest write landed
-    assert vm.leftovers() == []
-    assert vm.run_state() == 'prelaunch'
+    events = vm.monitor().get_events(wait=False)
+    took_jobs = any(e['event'] == 'JOB_STATUS_CHANGE' and is_fleece_job(e['data']['id']) for e in events)
+    paused = any(e['event'] == 'STOP' for e in events)
+    route = expected_route(vm) if running else 'filter'
+    assert (took_jobs, paused) == ((True, False) if route == 'job' else (False, running)), events
+    assert vm.leftovers() == [] and vm.run_state() == ('running' if running else 'prelaunch')
     result = ansible.ok('qemu_blockdev_backup', backup_args(vm, repo))
     assert result['level'] == 'incremental'
     assert_restores_to(vm, result, guest_content(vm, 'after'))
-    del before
 
 
 def test_run_killed_mid_backup_is_cleaned_and_loses_nothing(vm, ansible, repo):
@@ -161,30 +174,3 @@ def test_shared_fleece_dir_each_vm_cleans_only_its_own(make_vm, ansible, workdir
     result = ansible.ok('qemu_blockdev_backup', backup_args(second, repo, fleece_dir=shared))
     assert os.listdir(shared) == [] and result['cleaned']
     assert_restores_to(second, result, guest_content(second, 'now'))
-
-
-def test_failing_fleece_store_of_a_running_vm_fails_the_backup_never_the_guest(vm, ansible, repo, workdir):
-    """The same with the VM running and two disks: on QEMU 10.1+ the view is
-    taken by fleecing jobs (no pause, no cbw-timeout), whose filters must
-    break the snapshot too, never the guest's write."""
-    vm.qmp('cont')
-    vm.write('vda', 0, 16 * MIB, 0x43)
-    ansible.ok('qemu_blockdev_backup', backup_args(vm, repo))
-    vm.monitor().clear_events()
-    with small_filesystem(os.path.join(workdir, 'fleece'), '1m') as fleece_dir:
-        args = backup_args(vm, repo, fleece_dir=fleece_dir, level='full', speed=MIB)
-        proc = ansible.spawn('qemu_blockdev_backup', args)
-        vm.wait_for_job()
-        vm.write('vda', 0, 8 * MIB, 0x44)
-        failure = ansible.collect(proc)
-    assert failure['failed'] and 'fleece' in failure['msg'] and 'Permission denied' in failure['msg'], \
-        failure['msg']
-    vm.assert_disk_matches_shadow('vda')     # every guest write landed
-    events = vm.monitor().get_events(wait=False)
-    took_jobs = any(e['event'] == 'JOB_STATUS_CHANGE' and is_fleece_job(e['data']['id']) for e in events)
-    paused = any(e['event'] == 'STOP' for e in events)
-    assert (took_jobs, paused) == ((True, False) if expected_route(vm) == 'job' else (False, True)), events
-    assert vm.leftovers() == [] and vm.run_state() == 'running'
-    result = ansible.ok('qemu_blockdev_backup', backup_args(vm, repo))
-    assert result['level'] == 'incremental'
-    assert_restores_to(vm, result, guest_content(vm, 'after'))

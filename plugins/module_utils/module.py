@@ -24,6 +24,7 @@ from ansible_collections.vmbackup.qemu.plugins.module_utils.qmp import (
     QMPConnection,
     describe_qmp_socket_problem,
 )
+from ansible_collections.vmbackup.qemu.plugins.module_utils.paths import path_problem
 from ansible_collections.vmbackup.qemu.plugins.module_utils.vmlock import DEFAULT_LOCK_TIMEOUT, VMLock
 from ansible_collections.vmbackup.qemu.plugins.module_utils.vm import VM
 
@@ -46,6 +47,9 @@ class QMPModule(object):
         if not HAS_QEMU_QMP:
             self.module.fail_json(msg=missing_required_lib('qemu.qmp'),
                                   exception=str(QEMU_QMP_IMPORT_ERROR))
+        problem = path_problem('socket', self.params['socket'])
+        if problem:
+            self.fail(problem)
         # The module's working directory, not QEMU's, is what a relative path means.
         self.params['socket'] = os.path.abspath(self.params['socket'])
         if self.params['timeout'] <= 0:

@@ -33,9 +33,19 @@ def make_absolute(params, names):
     """Make the path options ``names`` of ``params`` absolute, in place.
     Returns why one cannot be used (an empty string is not unset), or None."""
     for name in names:
-        if params.get(name) == '':
-            return '%s must not be empty (an empty string is not unset): give a path' % name
+        problem = path_problem(name, params.get(name))
+        if problem:
+            return problem
         params[name] = absolute(params.get(name))
+    return None
+
+
+def path_problem(name, path):
+    """Why the path option ``name`` cannot be used as given (None if it can, or is unset)."""
+    if path == '':
+        return '%s must not be empty (an empty string is not unset): give a path' % name
+    if path is not None and '\x00' in path:
+        return '%s %r contains a NUL byte, which no path can hold' % (name, path)
     return None
 
 

@@ -574,9 +574,7 @@ class BackupRun(VMRun):
         if not isinstance(exc, VMBackupError):
             return exc
         parts = [exc.msg]
-        # Only a job's error can mean a broken fleecing view.
-        hint = broken_snapshot_hint(exc.msg, self.params.get('fleece_dir'), self.result.get('cbw_timeout')) \
-            if self.fleecing and exc.details.get('job_errors') else None
+        hint = self._job_error_hint(exc)
         if hint:
             parts.append(' (%s)' % hint)
         if not ''.join(parts).endswith('.'):
@@ -586,6 +584,16 @@ class BackupRun(VMRun):
         if problems:
             parts.append(' Cleaning up also failed (%s); the next run cleans up.' % '; '.join(problems))
         return BackupError(''.join(parts), **exc.details)
+
+    def _job_error_hint(self, exc):
+        """What a backup job's error means, and where to look (None for other errors)."""
+        if not exc.details.get('job_errors'):
+            return None
+        # Only a job's error can mean a broken fleecing view.
+        hint = broken_snapshot_hint(exc.msg, self.params.get('fleece_dir'), self.result.get('cbw_timeout')) \
+            if self.fleecing else None
+        return hint or ('the backup jobs read the VM\'s disks and write into %s: check that storage, its free '
+                        'space and its health' % self.params.get('target_dir'))
 
     def _remove_bitmaps_present(self, actions):
         """Remove the bitmaps in ``actions`` that exist (one transaction)."""

@@ -9,6 +9,8 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+import stat
+import time
 
 import pytest
 
@@ -22,6 +24,7 @@ from harness.checks import (
 )
 from harness.fake_qga import FakeGuestAgent
 from harness.names import FLEECE_SUFFIX, is_fleece_job
+from harness.slowfs import SlowShare
 
 MIB = 1024 * 1024
 
@@ -174,3 +177,73 @@ def test_shared_fleece_dir_each_vm_cleans_only_its_own(make_vm, ansible, workdir
     result = ansible.ok('qemu_blockdev_backup', backup_args(second, repo, fleece_dir=shared))
     assert os.listdir(shared) == [] and result['cleaned']
     assert_restores_to(second, result, guest_content(second, 'now'))
+
+
+def test_a_target_device_failing_with_io_errors_fails_the_backup_not_the_vm(vm, ansible, repo, workdir):
+    vm.qmp('cont')
+    ansible.ok('qemu_blockdev_backup', backup_args(vm, repo))
+    vm.write('vda', 0, 16 * MIB, 0x91)
+    vm.write('vdb', 0, 16 * MIB, 0x92)
+    share = os.path.join(workdir, 'dying')
+    # Room for the images' metadata, then every write fails with EIO.
+    with SlowShare(os.path.join(workdir, 'dying-backing'), share, 1 << 30, fail_after=2 * MIB):
+        failure = ansible.failed('qemu_blockdev_backup', backup_args(vm, share))
+        assert 'Input/output error' in failure['msg'] and share in failure['msg'], failure['msg']
+        assert 'Nothing of this run was kept' in failure['msg']
+        assert repository_files(share) == []
+    assert vm.leftovers() == [] and vm.run_state() == 'running'
+    vm.assert_disk_matches_shadow('vda')
+    result = ansible.ok('qemu_blockdev_backup', backup_args(vm, repo))
+    assert result['level'] == 'incremental'
+    assert_restores_to(vm, result, guest_content(vm, 'after'))
+
+
+def test_another_tools_block_job_on_the_disk_is_left_unharmed(vm, ansible, repo, workdir):
+    """A mirror of vda that another tool runs (its job id is not ours). With
+    explicit filters the backup is taken; a fleecing job (QEMU 10.1+) is
+    refused by QEMU, since the disk's node is the mirror's: a clean failure."""
+    vm.qmp('cont')
+    vm.write('vda', 0, 8 * MIB, 0xa1)
+    mirror = os.path.join(workdir, 'mirror.qcow2')
+    vm.qemu.create_image(mirror, vm.disks['vda'].size)
+    vm.qmp('blockdev-add', **{'driver': 'qcow2', 'node-name': 'other-mirror',
+                              'file': {'driver': 'file', 'filename': mirror}})
+    vm.qmp('blockdev-mirror', **{'job-id': 'other-tool', 'device': 'fmt-vda', 'target': 'other-mirror',
+                                 'sync': 'full'})
+    vm.wait_for_job('other-tool', statuses=('ready',))
+    result = ansible.module('qemu_blockdev_backup', backup_args(vm, repo))
+    if result['failed']:
+        assert 'vda' in result['msg'] and 'Traceback' not in result['msg'], result['msg']
+        assert repository_files(repo) == [f for f in repository_files(repo) if not f.endswith('.partial')]
+    else:
+        assert_restores_to(vm, result, guest_content(vm, 'instant'))
+    # The other tool's job goes on, and still mirrors what the guest writes.
+    assert [j['status'] for j in vm.qmp('query-jobs') if j['id'] == 'other-tool'] == ['ready']
+    assert [n for n in vm.leftovers() if not n.startswith('job other-tool')] == []
+    vm.write('vda', 12 * MIB, MIB, 0xa2)
+    vm.qmp('job-complete', id='other-tool')
+    deadline = time.monotonic() + 60
+    while [j for j in vm.qmp('query-jobs') if j['id'] == 'other-tool']:
+        assert time.monotonic() < deadline, 'the mirror did not complete'
+        time.sleep(0.05)
+    identical, output = vm.qemu.compare(mirror, vm.shadow('vda'), 'qcow2', 'raw', force_share=True)
+    assert identical, output
+
+
+def test_repository_files_are_private_whatever_the_umask(vm, ansible, repo, workdir):
+    vm.write('vda', 0, MIB, 0xb1)
+    old = os.umask(0)
+    try:
+        result = ansible.ok('qemu_blockdev_backup', backup_args(vm, repo))
+        restored = ansible.ok('qemu_backup_restore', {'target_dir': repo, 'vm_name': vm.qemu_name, 'disk': 'vda',
+                                                      'dest': os.path.join(workdir, 'restored.qcow2')})
+    finally:
+        os.umask(old)
+    modes = {}
+    for root, dirs, files in os.walk(repo):
+        for name in dirs + files:
+            path = os.path.join(root, name)
+            modes[os.path.relpath(path, repo)] = stat.S_IMODE(os.lstat(path).st_mode)
+    assert modes and all(mode & 0o077 == 0 for mode in modes.values()), modes
+    assert stat.S_IMODE(os.stat(restored['dest']).st_mode) & 0o077 == 0
+    assert result['disks']

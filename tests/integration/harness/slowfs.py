@@ -3,7 +3,8 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 
 """A slow network share on this machine: a FUSE passthrough of a folder whose
-writes, all files together, go no faster than a given rate.
+writes, all files together, go no faster than a given rate (and, if asked,
+fail with EIO once a number of bytes was written: a failing device).
 
 Why FUSE and not QEMU's own throttle: a write to a slow NFS share blocks the
 thread of QEMU's I/O pool that issued it, and the guest's own disk I/O waits
@@ -11,7 +12,7 @@ for those threads. A throttle node queues coroutines and holds no thread, so
 it cannot show what a user's slow share does to the guest. Writes here block
 the caller's thread (FUSE runs one thread per request), as NFS does.
 
-Run as its own process (``python slowfs.py BACKING MOUNTPOINT RATE``);
+Run as its own process (``python slowfs.py BACKING MOUNTPOINT RATE [FAIL_AFTER]``);
 ``SlowShare`` does that and unmounts on exit. Needs /dev/fuse and the
 ``mfusepy`` package (requirements-dev.txt)."""
 
@@ -45,7 +46,24 @@ class RateLimit(object):
             time.sleep(delay)
 
 
-def passthrough(backing, limit):
+class WriteBudget(object):
+    """After ``budget`` bytes (all files together) every write fails with
+    EIO, as a dying disk or a broken share does; None: never."""
+
+    def __init__(self, budget):
+        self.left = budget
+        self._lock = threading.Lock()
+
+    def take(self, size):
+        if self.left is None:
+            return
+        with self._lock:
+            if self.left < size:
+                raise OSError(errno.EIO, os.strerror(errno.EIO))
+            self.left -= size
+
+
+def passthrough(backing, limit, budget=None):
     """The FUSE operations of a passthrough of ``backing`` with ``limit`` on writes."""
     import mfusepy as fuse   # pylint: disable=import-error,import-outside-toplevel
 
@@ -97,6 +115,8 @@ def passthrough(backing, limit):
 
         @oserror
         def write(self, path, data, offset, fh):
+            if budget is not None:
+                budget.take(len(data))
             limit.wait(len(data))
             return os.pwrite(fh, data, offset)
 
@@ -158,8 +178,9 @@ class SlowShare(object):
     """``with SlowShare(backing, mountpoint, rate):`` a slow share mounted at
     ``mountpoint`` for the block's duration."""
 
-    def __init__(self, backing, mountpoint, rate):
+    def __init__(self, backing, mountpoint, rate, fail_after=None):
         self.backing, self.mountpoint, self.rate = backing, mountpoint, rate
+        self.fail_after = fail_after      # bytes written before every write fails with EIO
         self.process = None
 
     def __enter__(self):
@@ -167,7 +188,8 @@ class SlowShare(object):
             if not os.path.isdir(path):
                 os.makedirs(path)
         self.process = subprocess.Popen([sys.executable, os.path.abspath(__file__), self.backing,
-                                         self.mountpoint, str(self.rate)])
+                                         self.mountpoint, str(self.rate)]
+                                        + ([str(self.fail_after)] if self.fail_after is not None else []))
         deadline = time.monotonic() + 20
         while not os.path.ismount(self.mountpoint):
             if self.process.poll() is not None or time.monotonic() > deadline:
@@ -190,7 +212,8 @@ class SlowShare(object):
 
 def main(argv):
     backing, mountpoint, rate = argv[1], argv[2], float(argv[3])
-    fuse, operations = passthrough(os.path.abspath(backing), RateLimit(rate))
+    budget = WriteBudget(int(argv[4])) if len(argv) > 4 else None
+    fuse, operations = passthrough(os.path.abspath(backing), RateLimit(rate), budget)
     fuse.FUSE(operations, mountpoint, foreground=True, nothreads=False, allow_other=False)
 
 

@@ -45,6 +45,30 @@ def ancestry(chain, backup):
     return list(reversed(line))
 
 
+def record_problems(chain, backup):
+    """What in ``backup``'s manifest disagrees with its chain: where it says
+    it lies, its parent, its disks and their sizes against its parent's."""
+    problems = []
+    manifest = backup.manifest
+    if manifest.get('chain') != chain.id:
+        problems.append('manifest says chain %s but lies in %s' % (manifest.get('chain'), chain.id))
+    parent = chain.backup(backup.parent) if backup.parent else None
+    if backup.level in ('full', 'copy') and backup.parent:
+        problems.append('a %s backup names a parent (%s)' % (backup.level, backup.parent))
+    if backup.level in ('incremental', 'differential'):
+        if parent is None:
+            problems.append('its parent %s is missing from the chain' % backup.parent)
+        elif sorted(parent.disks) != sorted(backup.disks):
+            problems.append('its disks (%s) differ from its parent\'s (%s)' % (
+                ', '.join(sorted(backup.disks)), ', '.join(sorted(parent.disks))))
+        else:
+            problems += ['disk %s has %s bytes, %s in its parent' % (
+                disk, record.get('virtual_size'), parent.disks[disk].get('virtual_size'))
+                for disk, record in sorted(backup.disks.items())
+                if record.get('virtual_size') != parent.disks[disk].get('virtual_size')]
+    return problems
+
+
 def describe(repo):
     """The SPEC's `chains` items for one VM."""
     chains = []
@@ -109,6 +133,7 @@ class Verifier(object):
         self.deep = deep
         self.problems = []
         self.bad_images = set()
+        self.bad_backups = set()     # ids whose manifest disagrees with its chain
 
     def problem(self, text, chain=None, backup=None, disk=None, path=None, severity='error'):
         self.problems.append({'vm': self.repo.vm_name, 'chain': chain, 'backup': backup, 'disk': disk,
@@ -134,22 +159,10 @@ class Verifier(object):
                              severity='warning')
 
     def _backup(self, chain, backup):
-        manifest = backup.manifest
-        if manifest.get('chain') != chain.id:
-            self.problem('manifest says chain %s but lies in %s' % (manifest.get('chain'), chain.id),
-                         chain=chain.id, backup=backup.id)
+        for text in record_problems(chain, backup):
+            self.problem(text, chain=chain.id, backup=backup.id, path=backup.manifest_path)
+            self.bad_backups.add(backup.id)
         parent = chain.backup(backup.parent) if backup.parent else None
-        if backup.level in ('full', 'copy') and backup.parent:
-            self.problem('a %s backup names a parent (%s)' % (backup.level, backup.parent),
-                         chain=chain.id, backup=backup.id)
-        if backup.level in ('incremental', 'differential'):
-            if parent is None:
-                self.problem('its parent %s is missing from the chain' % backup.parent, chain=chain.id,
-                             backup=backup.id)
-            elif sorted(parent.disks) != sorted(backup.disks):
-                self.problem('its disks (%s) differ from its parent\'s (%s)' % (
-                    ', '.join(sorted(backup.disks)), ', '.join(sorted(parent.disks))),
-                    chain=chain.id, backup=backup.id)
         for disk, record in sorted(backup.disks.items()):
             self._image(chain, backup, disk, record, parent)
 
@@ -177,6 +190,7 @@ class Verifier(object):
         if info.get('virtual-size') != record.get('virtual_size'):
             self.problem('virtual size %s differs from the manifest\'s %s' % (
                 info.get('virtual-size'), record.get('virtual_size')), **where)
+            self.bad_images.add(path)
         expected = os.path.basename(parent.image(disk)) if parent is not None and disk in parent.disks else None
         actual = info.get('backing-filename')
         if actual != expected:
@@ -189,4 +203,5 @@ class Verifier(object):
             line = ancestry(chain, backup)
         except RepositoryError:
             return False
-        return not any(b.image(d) in self.bad_images for b in line for d in b.disks)
+        return not any(b.id in self.bad_backups or any(b.image(d) in self.bad_images for d in b.disks)
+                       for b in line)

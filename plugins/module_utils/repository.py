@@ -108,6 +108,10 @@ class Backup(object):
     def image(self, disk):
         return os.path.join(self.chain_dir, self.disks[disk]['file'])
 
+    @property
+    def manifest_path(self):
+        return os.path.join(self.chain_dir, self.id + MANIFEST_SUFFIX)
+
 
 class Chain(object):
     """A full backup and the backups that build on it, oldest first."""

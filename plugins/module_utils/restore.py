@@ -10,7 +10,7 @@ __metaclass__ = type
 import os
 
 from ansible_collections.vmbackup.qemu.plugins.module_utils import qemu_img
-from ansible_collections.vmbackup.qemu.plugins.module_utils.catalog import ancestry, newest, open_vm
+from ansible_collections.vmbackup.qemu.plugins.module_utils.catalog import ancestry, newest, open_vm, record_problems
 from ansible_collections.vmbackup.qemu.plugins.module_utils.errors import RestoreError, VMBackupError
 from ansible_collections.vmbackup.qemu.plugins.module_utils.paths import fsync_directory, is_inside
 
@@ -37,6 +37,13 @@ def check_chain(chain, backup, disk):
     They are checked several at a time, all before anything is written; the
     first missing or damaged image, full first, is the one reported."""
     links = ancestry(chain, backup)
+    for link in links:
+        problems = record_problems(chain, link)
+        if problems:
+            raise RestoreError('cannot restore %s of backup %s: the manifest of backup %s (%s) disagrees with its '
+                               'chain: %s; qemu_backup_info with verify=true lists every problem' % (
+                                   disk, backup.id, link.id, link.manifest_path, '; '.join(problems)),
+                               manifest=link.manifest_path)
     files = [link.image(disk) for link in links]
     checks = qemu_img.check_all([path for path in files if os.path.isfile(path)])
     for link, path in zip(links, files):
@@ -47,6 +54,10 @@ def check_chain(chain, backup, disk):
         if code not in (qemu_img.CHECK_OK, qemu_img.CHECK_LEAKS):
             raise RestoreError('cannot restore %s of backup %s: %s (backup %s) is damaged: %s' % (
                 disk, backup.id, path, link.id, ' '.join(output.split())[:300]), damaged=path)
+    size = qemu_img.info(files[-1]).get('virtual-size')
+    if size != backup.disks[disk].get('virtual_size'):
+        raise RestoreError('cannot restore %s of backup %s: %s has %s bytes, its manifest says %s' % (
+            disk, backup.id, files[-1], size, backup.disks[disk].get('virtual_size')), damaged=files[-1])
     return files
 
 

@@ -9,6 +9,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import hashlib
+import json
 import os
 import subprocess
 
@@ -181,4 +182,41 @@ def test_damaged_chains_are_reported_and_refused_precisely(vm, ansible, workdir,
             ansible.ok('qemu_backup_restore', {'target_dir': repo, 'vm_name': vm.name, 'disk': disk,
                                                'backup_id': backup_id, 'dest': dest, 'format': 'raw'})
             assert vm.qemu.compare(dest, shadows[disk], 'raw', 'raw')[0]
+    assert tree_digest(repo) == before
+
+
+@pytest.mark.parametrize('edit', ['wrong_size', 'missing_disk', 'no_such_parent'])
+def test_a_manifest_edited_by_hand_is_named_and_refused(vm, ansible, workdir, history, edit):
+    """The second backup's manifest, edited: a disk's size that is not its
+    image's, a disk gone from it, a parent that does not exist."""
+    repo, points = history
+    chain_dir = os.path.join(repo, vm.name, points[0][0])
+    manifest = os.path.join(chain_dir, points[1][0] + '.json')
+    with open(manifest) as handle:
+        data = json.load(handle)
+    if edit == 'wrong_size':
+        data['disks'][0]['virtual_size'] += 65536
+    elif edit == 'missing_disk':
+        data['disks'] = [d for d in data['disks'] if d['disk'] != 'vda']
+    else:
+        data['parent'] = '20200101T000000Z-dead'
+    with open(manifest, 'w') as handle:
+        json.dump(data, handle)
+    before = tree_digest(repo)
+    info = ansible.ok('qemu_backup_info', {'target_dir': repo, 'vm_name': vm.name, 'verify': True})
+    named = [p for p in info['problems']
+             if p['severity'] == 'error' and p['backup'] == points[1][0] and p['file'] and p['file'].startswith(chain_dir)]
+    assert named, info['problems']
+    restorable = dict((b['id'], b['restorable']) for b in info['chains'][0]['backups'])
+    assert restorable[points[0][0]] is True and restorable[points[1][0]] is False, restorable
+    out = os.path.join(workdir, 'out')
+    os.mkdir(out)
+    failure = ansible.failed('qemu_backup_restore', {'target_dir': repo, 'vm_name': vm.name, 'disk': 'vdb',
+                                                     'backup_id': points[1][0], 'dest': os.path.join(out, 'x')})
+    assert points[1][0] in failure['msg'], failure['msg']
+    assert os.listdir(out) == []
+    dest = os.path.join(out, 'first.raw')
+    ansible.ok('qemu_backup_restore', {'target_dir': repo, 'vm_name': vm.name, 'disk': 'vdb',
+                                       'backup_id': points[0][0], 'dest': dest, 'format': 'raw'})
+    assert vm.qemu.compare(dest, points[0][2]['vdb'], 'raw', 'raw')[0]
     assert tree_digest(repo) == before

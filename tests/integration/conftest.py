@@ -24,6 +24,12 @@ def qemu():
     return QemuInstall()
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        'markers', 'ends_of_matrix: run on the oldest and the newest QEMU only (make integration-10.0 leaves '
+        'it out): the test does not depend on the QEMU, or what it does depend on both ends cover')
+
+
 def pytest_report_header(config):  # pylint: disable=unused-argument
     install = QemuInstall()
     return 'QEMU under test: %s (%s)' % (install.version_string, install.system)

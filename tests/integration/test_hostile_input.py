@@ -17,6 +17,9 @@ import pytest
 
 from harness.checks import backup_args, refused, state
 
+# QEMU-independent or covered at both ends: not on the middle QEMU (Makefile).
+pytestmark = pytest.mark.ends_of_matrix
+
 HOSTILE_NAMES = ['a/b', '../escape', '..', '.', '.hidden', 'web1\n', 'a\nb', 'sp ace', '']
 
 

@@ -18,9 +18,14 @@ __metaclass__ = type
 import os
 import time
 
+import pytest
+
 from harness.checks import backup_args, repository_files, small_filesystem
 from harness.guest import agent_command, fsck, manifest_problems, needs_recovery, restored_tree
 from harness.qemu import DiskSpec
+
+# QEMU-independent or covered at both ends: not on the middle QEMU (Makefile).
+pytestmark = pytest.mark.ends_of_matrix
 
 MIB = 1024 * 1024
 

@@ -10,7 +10,12 @@ __metaclass__ = type
 import os
 import re
 
+import pytest
+
 from harness.qemu import DiskSpec
+
+# QEMU-independent or covered at both ends: not on the middle QEMU (Makefile).
+pytestmark = pytest.mark.ends_of_matrix
 
 MIB = 1024 * 1024
 

@@ -15,6 +15,9 @@ import pytest
 
 from harness.checks import assert_restores_to, backup_args, guest_content
 
+# QEMU-independent or covered at both ends: not on the middle QEMU (Makefile).
+pytestmark = pytest.mark.ends_of_matrix
+
 MIB = 1024 * 1024
 
 

@@ -25,6 +25,8 @@ description:
     up, the backup fails and the guest's writes go on.
   - Dirty bitmaps are kept per repository, so backups of one VM into two repositories never take each other's
     changes.
+  - Refused, before anything changes, while a point-in-time view of the VM made by M(vmbackup.qemu.qemu_fleece)
+    exists (remove it with O(vmbackup.qemu.qemu_fleece#module:state=absent) first).
 author:
   - vmbackup.qemu developers (@vmbackup-qemu)
 extends_documentation_fragment:

@@ -38,6 +38,7 @@ from ansible_collections.vmbackup.qemu.plugins.module_utils.fleece import (
     broken_snapshot_hint,
     can_fleece,
     fleece_route,
+    refuse_foreign_filters,
 )
 from ansible_collections.vmbackup.qemu.plugins.module_utils.leftovers import remove_leftovers
 from ansible_collections.vmbackup.qemu.plugins.module_utils.guest_agent import GuestAgent
@@ -251,6 +252,8 @@ class BackupRun(VMRun):
         for feature, option in needed_features(params.get('level') or 'auto', fleecing):
             vm.features.require(feature, option)
         refuse_beside_a_view(vm, 'a backup')   # its cleanup would take the view for debris
+        if fleecing:
+            refuse_foreign_filters(vm, disks)
         if self.check_mode:
             level, reason, chain = self.decide_level(repo, disks)
             route = self._route(disks, status)
@@ -268,6 +271,8 @@ class BackupRun(VMRun):
         try:
             self.result['cleaned'] = remove_leftovers(vm, params.get('fleece_dir')) + repo.remove_unpublished()
             disks, self.result['skipped_disks'] = self.select()  # again: cleaning may have switched devices back
+            if self.fleecing:
+                refuse_foreign_filters(vm, disks)
             level, reason, chain = self.decide_level(repo, disks)
             self.result.update(vm=vm_name, level=level, reason=reason)
             self._remove_stale_bitmaps(repo, disks)

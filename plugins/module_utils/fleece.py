@@ -65,8 +65,8 @@ __metaclass__ = type
 import os
 import time
 
-from ansible_collections.vmbackup.qemu.plugins.module_utils.errors import VMBackupError
-from ansible_collections.vmbackup.qemu.plugins.module_utils.names import fleece_file, fleece_job, node_name
+from ansible_collections.vmbackup.qemu.plugins.module_utils.errors import DiskSelectionError, VMBackupError
+from ansible_collections.vmbackup.qemu.plugins.module_utils.names import fleece_file, fleece_job, is_ours, node_name
 from ansible_collections.vmbackup.qemu.plugins.module_utils.qmp import ignore_missing
 from ansible_collections.vmbackup.qemu.plugins.module_utils.quirks import cbw_timeout
 
@@ -81,6 +81,23 @@ JOB_ROUTE = 'job'         # a sync: none job per disk, its filter added in one t
 
 def can_fleece(features):
     return all(features.has(name) for name in FLEECE_FEATURES)
+
+
+def refuse_foreign_filters(vm, disks):
+    """Fail before any change if a disk's device writes through a node that
+    QEMU does not report (the implicit filter of another tool's block job,
+    a mirror say): a filter switched in at the device would take the guest's
+    writes around it, and that job would miss them."""
+    parents = vm.parent_nodes(vm.named_nodes())
+    for disk in disks:
+        # Ours are a killed run's, which its cleanup removes first.
+        above = sorted(name for name in parents.get(disk.root_node, []) if not is_ours(name))
+        if above:
+            raise DiskSelectionError(
+                'disk %s writes through node %s, which another block job put above it (a mirror or a commit): '
+                'a point-in-time view would take the guest\'s writes around that job. Run this when the job has '
+                'ended' % (disk.name, ', '.join(above)),
+                disk=disk.name, nodes=above)
 
 
 def fleece_route(features, disk_count, run_state):

@@ -39,6 +39,7 @@ from ansible_collections.vmbackup.qemu.plugins.module_utils.fleece import (
     FLEECE_FEATURES,
     FleeceView,
     fleece_route,
+    refuse_foreign_filters,
 )
 from ansible_collections.vmbackup.qemu.plugins.module_utils.leftovers import remove_leftovers
 from ansible_collections.vmbackup.qemu.plugins.module_utils.names import (
@@ -170,6 +171,7 @@ class PullView(VMRun):
             self.result.update(disks=record['disks'], nbd_socket=options['nbd_socket'],
                                fleecing_route=record.get('route'), nbd_server_started=record['started_server'])
             return self.result
+        refuse_foreign_filters(self.vm, disks)
         route = fleece_route(self.vm.features, len(disks), self.vm.status()['status'])
         described = self._describe(disks, options)
         self.result.update(changed=True, disks=described, nbd_socket=options['nbd_socket'], fleecing_route=route,

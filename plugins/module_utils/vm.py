@@ -232,6 +232,25 @@ class VM(object):
                 return by_id[edge['child']].get('name')
         return None
 
+    def parent_nodes(self, nodes):
+        """{node: names of the block nodes with an edge to it}: not the
+        devices or jobs that use it, and only nodes that have parents."""
+        parents = {}
+        if any('children' in node for node in nodes.values()):  # QEMU 10.1+
+            for name, node in nodes.items():
+                for child in node.get('children', []):
+                    parents.setdefault(child.get('node-name'), []).append(name)
+            return parents
+        if not self.features.has('block_graph_debug'):
+            return parents
+        graph = self.qmp.execute('x-debug-query-block-graph')
+        by_id = dict((n['id'], n) for n in graph['nodes'])
+        for edge in graph['edges']:
+            parent, child = by_id[edge['parent']], by_id[edge['child']]
+            if parent.get('type') == 'block-driver' and child.get('type') == 'block-driver':
+                parents.setdefault(child.get('name'), []).append(parent.get('name'))
+        return parents
+
     def switch_drive(self, qdev, node):
         """Make the device ``qdev`` write through ``node``; False if it already does.
 

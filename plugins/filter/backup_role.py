@@ -3,12 +3,14 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 
 """Data shaping for the backup role: VMs found by glob, per-VM results, the
-progress file's path and the summary table. Each filter is documented in the
+progress file's path, backups whose process was killed, and the summary table. Each filter is documented in the
 YAML file of its own name beside this one."""
 
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import base64
+import json
 import os
 
 from ansible.errors import AnsibleFilterError
@@ -46,18 +48,21 @@ def _verify_errors(verified, name):
     return errors
 
 
-def backup_result(status, verified=None):
-    """One VM's result from its async_status result and the role's verify runs."""
+def backup_result(status, verified=None, lost=None):
+    """One VM's result from its async_status result, the role's verify runs
+    and the backups found lost with their process."""
     vm = _vm_of(status)
     name = status.get('vm') or vm.get('name') or vm.get('socket')
-    failed = bool(status.get('failed'))
+    job_id = status.get('__qemu_backup_job', {}).get('ansible_job_id')
+    lost_msg = dict((entry['ansible_job_id'], entry['msg']) for entry in lost or []).get(job_id)
+    failed = bool(status.get('failed')) or lost_msg is not None
     errors = [] if failed else _verify_errors(verified, name)
     return {
         'vm': name, 'socket': vm.get('socket'),
         'ok': not failed and not errors,
         # A backup was published: what the role reports as changed.
         'changed': not failed and status.get('backup_id') is not None,
-        'msg': status.get('msg', '') if failed else '; '.join(p.get('problem', '') for p in errors),
+        'msg': lost_msg or status.get('msg', '') if failed else '; '.join(p.get('problem', '') for p in errors),
         'level': status.get('level'), 'reason': status.get('reason'),
         'backup_id': status.get('backup_id'), 'chain': status.get('chain'),
         'bytes': sum(d.get('bytes_written') or 0 for d in status.get('disks') or []),
@@ -66,12 +71,82 @@ def backup_result(status, verified=None):
     }
 
 
-def backup_results(statuses, verified=None):
+def backup_results(statuses, verified=None, lost=None):
     """A list of async_status results (with their loop items) -> per-VM results."""
     if not isinstance(statuses, list):
         raise AnsibleFilterError('backup_results: expected the list of async_status results, got %s'
                                  % type(statuses).__name__)
-    return [backup_result(status, verified) for status in statuses]
+    return [backup_result(status, verified, lost) for status in statuses]
+
+
+def _decoded(read):
+    """The text of a slurp result, or None if the file could not be read."""
+    if 'content' not in read:
+        return None
+    try:
+        return base64.b64decode(read['content']).decode('utf-8', 'replace')
+    except (TypeError, ValueError):
+        return None
+
+
+def backup_owners(progress_reads):
+    """Slurped progress files of running backups -> the process each names:
+    [{job, vm, pid, pid_start, started}] (job: the async job started)."""
+    owners = []
+    for read in progress_reads or []:
+        try:
+            record = json.loads(_decoded(read) or 'null')
+        except ValueError:
+            continue            # caught mid-write: the next round reads it
+        if not isinstance(record, dict) or not isinstance(record.get('pid'), int) \
+                or not isinstance(record.get('started'), (int, float)):
+            continue
+        job = read.get('__qemu_backup_job', {})
+        owners.append({'job': job, 'vm': job.get('__qemu_backup_vm', {}).get('name'), 'pid': record['pid'],
+                       'pid_start': record.get('pid_start'), 'started': record['started']})
+    return owners
+
+
+def backups_gone(proc_reads):
+    """Slurped /proc/PID/stat of backup owners -> the owners whose process
+    is gone: no such pid, or another process (started later) under it."""
+    gone = []
+    for read in proc_reads or []:
+        owner = read.get('__qemu_backup_owner')
+        stat = _decoded(read)
+        if not owner:
+            continue
+        if stat is not None:
+            fields = stat.rsplit(')', 1)[-1].split()
+            start = fields[19] if len(fields) > 19 else None     # field 22 of proc(5)
+            if owner.get('pid_start') is None or start == owner['pid_start']:
+                continue
+        gone.append(owner)
+    return gone
+
+
+def lost_backups(job_file_stats):
+    """``stat`` results of the async job files of backups whose process is
+    gone -> the backups lost with it: [{ansible_job_id, vm, msg}].
+
+    Only where the progress file was written after the job file: an older
+    one was left by an earlier run that was killed, and this run's module
+    may not have written its own yet. A job file written after the progress
+    file holds the job's end (the module finished meanwhile)."""
+    lost = []
+    for result in job_file_stats or []:
+        owner = result.get('__qemu_backup_owner') or {}
+        stat = result.get('stat') or {}
+        if not stat.get('exists') or owner.get('started', 0) < stat.get('mtime', 0):
+            continue
+        name = owner.get('vm') or _vm_of({'__qemu_backup_job': owner.get('job', {})}).get('socket')
+        lost.append({
+            'ansible_job_id': owner['job'].get('ansible_job_id'), 'vm': name,
+            'msg': 'the backup of VM %s ended without a result: its process (pid %s) is gone, killed from '
+                   'outside (a kill, the OOM killer or a crash). Nothing of it was published; the next '
+                   'backup of %s removes what it left' % (name, owner.get('pid'), name),
+        })
+    return lost
 
 
 def _summary_row(result):
@@ -109,4 +184,7 @@ class FilterModule(object):
             'backup_results': backup_results,
             'backup_summary': backup_summary,
             'backup_progress_file': backup_progress_file,
+            'backup_owners': backup_owners,
+            'backups_gone': backups_gone,
+            'lost_backups': lost_backups,
         }

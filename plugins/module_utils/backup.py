@@ -66,6 +66,7 @@ from ansible_collections.vmbackup.qemu.plugins.module_utils.repository import (
 )
 from ansible_collections.vmbackup.qemu.plugins.module_utils.view import refuse_beside_a_view
 from ansible_collections.vmbackup.qemu.plugins.module_utils.vm import VMRun
+from ansible_collections.vmbackup.qemu.plugins.module_utils.vmlock import this_process
 
 LEVELS = ('full', 'incremental', 'differential', 'copy', 'auto')
 BITMAP_GRANULARITY = 65536
@@ -266,6 +267,7 @@ class BackupRun(VMRun):
         try:
             repo.ensure()
             repo.lock()
+            repo.start_progress(dict(this_process(), started=time.time()))
         except (IOError, OSError) as exc:
             raise BackupError('cannot use the repository %s: %s' % (repo.root, exc))
         try:

@@ -6,6 +6,7 @@
 
     TARGET_DIR/VM/repository.json       {format, id, vm, created}
     TARGET_DIR/VM/.lock                 one backup run per VM repository at a time
+    TARGET_DIR/VM/.progress.json        the running backup: its process and progress
     TARGET_DIR/VM/CHAIN/                a chain: its full and what builds on it
     TARGET_DIR/VM/CHAIN/ID.DISK.qcow2   one image per disk; an incremental's backing
                                         file is its parent's image, by relative path
@@ -176,6 +177,7 @@ class VMRepository(object):
         self.vm_name = vm_name
         self.root = os.path.join(target_dir, vm_name)
         self._lock_fd = None
+        self._progress_owner = {}
         self._info = None
         self._scan = None      # {chain id: ChainDir}, read once until this run changes it
 
@@ -320,11 +322,18 @@ class VMRepository(object):
     def progress_path(self):
         return progress_file(self.target_dir, self.vm_name)
 
+    def start_progress(self, owner):
+        """Open the progress file with ``owner`` (the writing process: pid,
+        pid_start, started), repeated in every later report: a watcher (the
+        backup role) tells a killed run from a slow one by it."""
+        self._progress_owner = dict(owner)
+        self.write_progress({'phase': 'starting'})
+
     def write_progress(self, data):
         """Best effort: a progress report must never fail a backup (the
         target may be full; the job's own error says so)."""
         try:
-            write_json_atomically(self.progress_path, data)
+            write_json_atomically(self.progress_path, dict(self._progress_owner, **data))
         except (IOError, OSError):
             pass
 

@@ -65,6 +65,12 @@ def process_start(pid):
     return fields[19]  # field 22 of proc(5); fields[0] is field 3
 
 
+def this_process():
+    """Who this process is, in a way a reused pid cannot fake: pid and start time."""
+    pid = os.getpid()
+    return {'pid': pid, 'pid_start': process_start(pid)}
+
+
 def qemu_key(socket_path, timeout):
     """A name for the QEMU process behind ``socket_path`` that no other process shares."""
     pid = peer_pid(socket_path, timeout)

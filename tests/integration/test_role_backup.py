@@ -7,8 +7,11 @@
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import json
 import os
 import re
+import signal
+import time
 
 import pytest
 
@@ -114,3 +117,55 @@ def test_discovery_by_glob_and_progress(make_vm, ansible, workdir):
     for name in ('alpha', 'beta', 'gamma'):
         assert re.search(r'"%s +full +\S+ +\S+ +\d+\.\d +[\d.]+' % name, output), output  # its summary line
         assert len(chains_of(repo, name)) == 1
+
+
+def _async_chain(pid):
+    """``pid`` and the async_wrapper processes above it, the outermost first."""
+    chain = [pid]
+    while True:
+        with open('/proc/%d/stat' % chain[0]) as handle:
+            parent = int(handle.read().rsplit(')', 1)[1].split()[1])
+        with open('/proc/%d/cmdline' % parent, 'rb') as handle:
+            if b'async_wrapper' not in handle.read():
+                return chain
+        chain.insert(0, parent)
+
+
+def test_backup_killed_with_its_async_wrapper_fails_that_vm_in_bounded_time(make_vm, ansible, workdir):
+    victim = make_vm(disks=[DiskSpec('vda', size=512 * MIB)], name='victim')
+    other = make_vm(disks=[DiskSpec('vda', size=16 * MIB)], name='other')
+    victim.write('vda', 0, 8 * MIB, 0x21)
+    repo = os.path.join(workdir, 'repo')
+    os.mkdir(repo)
+    play = ansible.spawn_playbook(BACKUP_PLAY, {
+        'qemu_backup_target_dir': repo, 'qemu_backup_fleece_dir': workdir, 'qemu_backup_poll_interval': 2,
+        'qemu_backup_parallel': 2, 'qemu_backup_speed': 4 * MIB,     # the victim's job runs ~2 minutes
+        'qemu_backup_vms': [{'name': vm.name, 'socket': vm.socket} for vm in (victim, other)]})
+    progress = os.path.join(repo, 'victim', '.progress.json')
+    deadline = time.monotonic() + 120
+    record = {}
+    while 'percent' not in record:
+        assert time.monotonic() < deadline and play.poll() is None, 'the victim\'s backup never ran'
+        time.sleep(0.2)
+        try:
+            with open(progress) as handle:
+                record = json.load(handle)
+        except (IOError, ValueError):
+            pass
+    chain = _async_chain(record['pid'])
+    assert len(chain) == 3, 'expected the module under async_wrapper\'s runner and watcher: %s' % chain
+    for pid in chain:          # the watcher first: nobody is left to write the job's result
+        os.kill(pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    rc, output, stats = ansible.collect_playbook(play, timeout=120)
+    assert time.monotonic() - killed_at < 60, 'the play took %.0f s after the kill' % (time.monotonic() - killed_at)
+    assert rc != 0, output
+    assert ('backup failed for 1 VM(s): victim (the backup of VM victim ended without a result: its process '
+            '(pid %d) is gone' % record['pid']) in output, output
+    summary = dict((r['vm'], r) for r in stats['qemu_backup']['localhost'])
+    assert summary['other']['ok'] and not summary['victim']['ok']
+    assert victim.running() and victim.leftovers(), 'the killed backup left nothing for the next run to clean?'
+    # The next run cleans what the killed one left and takes the backup.
+    result = ansible.ok('qemu_blockdev_backup', {'socket': victim.socket, 'target_dir': repo, 'fleece_dir': workdir})
+    assert result['level'] == 'full' and result['cleaned'], result
+    assert victim.running() and victim.leftovers() == []

@@ -98,10 +98,9 @@ class AnsibleRunner(object):
         """Run module vmbackup.qemu.NAME with ``args`` (a dict); return its result."""
         return self.collect(self.spawn(name, args, check=check, diff=diff, cwd=cwd), timeout=timeout)
 
-    def playbook(self, text, extra_vars=None, timeout=1200):
-        """Run a playbook given as YAML text against localhost.
-
-        Returns (returncode, output, custom stats from set_stats)."""
+    def spawn_playbook(self, text, extra_vars=None):
+        """Start a playbook given as YAML text against localhost in the
+        background; see collect_playbook()."""
         self.count += 1
         path = os.path.join(self.workdir, 'play-%d.yml' % self.count)
         with open(path, 'w') as handle:
@@ -110,14 +109,29 @@ class AnsibleRunner(object):
         if extra_vars:
             cmd += ['-e', json.dumps(extra_vars)]
         env = dict(self.env, ANSIBLE_SHOW_CUSTOM_STATS='1')
-        proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              universal_newlines=True, timeout=timeout, check=False)
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                universal_newlines=True, start_new_session=True)
+
+    @staticmethod
+    def collect_playbook(proc, timeout=1200):
+        """Wait for a spawned playbook: (returncode, output, custom stats from set_stats)."""
+        try:
+            output = proc.communicate(timeout=timeout)[0]
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise AssertionError('the play did not end within %s s: %s' % (timeout, proc.communicate()[0]))
         stats = None
-        if 'CUSTOM STATS:' in proc.stdout:
-            text = proc.stdout.split('CUSTOM STATS:', 1)[1]
+        if 'CUSTOM STATS:' in output:
+            text = output.split('CUSTOM STATS:', 1)[1]
             start = text.index('{')
             stats = json.JSONDecoder().raw_decode(text[start:])[0]
-        return proc.returncode, proc.stdout, stats
+        return proc.returncode, output, stats
+
+    def playbook(self, text, extra_vars=None, timeout=1200):
+        """Run a playbook given as YAML text against localhost.
+
+        Returns (returncode, output, custom stats from set_stats)."""
+        return self.collect_playbook(self.spawn_playbook(text, extra_vars), timeout=timeout)
 
     def ok(self, name, args, diff=False, **kwargs):
         """Run a module that must succeed."""

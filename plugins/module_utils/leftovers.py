@@ -10,7 +10,9 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+import time
 
+from ansible_collections.vmbackup.qemu.plugins.module_utils.errors import QMPTimeoutError
 from ansible_collections.vmbackup.qemu.plugins.module_utils.names import (
     FLEECE_SUFFIX,
     fleece_prefix,
@@ -20,6 +22,27 @@ from ansible_collections.vmbackup.qemu.plugins.module_utils.names import (
     view_fleece_prefix,
 )
 from ansible_collections.vmbackup.qemu.plugins.module_utils.qmp import ignore_missing
+
+EXPORT_GONE_TIMEOUT = 10.0
+
+
+def remove_exports(vm, mine):
+    """Delete the NBD exports whose id ``mine`` accepts and wait until QEMU
+    has let go of them (a node an export still holds cannot be deleted).
+    Returns what was removed, in words."""
+    if not vm.features.has('block_export_add'):
+        return []
+    qmp = vm.qmp
+    doomed = [e['id'] for e in qmp.execute('query-block-exports') if mine(e.get('id'))]
+    for export in doomed:
+        ignore_missing(qmp.execute, 'block-export-del', {'id': export, 'mode': 'hard'})
+    deadline = time.monotonic() + EXPORT_GONE_TIMEOUT
+    while any(mine(e.get('id')) for e in qmp.execute('query-block-exports')):
+        if time.monotonic() > deadline:
+            raise QMPTimeoutError('QEMU did not let go of NBD export(s) %s within %g s (a client still reading?): '
+                                  'run again' % (', '.join(doomed), EXPORT_GONE_TIMEOUT))
+        qmp.wait_event(('BLOCK_EXPORT_DELETED',), 0.2)
+    return ['export %s' % export for export in doomed]
 
 
 def remove_leftovers(vm, fleece_dir=None, job_timeout=60, views=False):
@@ -41,11 +64,7 @@ def remove_leftovers(vm, fleece_dir=None, job_timeout=60, views=False):
     # Fleecing jobs last: their filters hold the views the other jobs and the exports read.
     ended = qmp.end_jobs([j for j in jobs if not is_fleece_job(j)], timeout=job_timeout)
     removed += ['job %s' % job_id for job_id in ended]
-    if vm.features.has('block_export_add'):
-        for export in qmp.execute('query-block-exports'):
-            if mine(export.get('id')):
-                ignore_missing(qmp.execute, 'block-export-del', {'id': export['id'], 'mode': 'hard'})
-                removed.append('export %s' % export['id'])
+    removed += remove_exports(vm, mine)
     nodes = vm.named_nodes()
     ours = [name for name in nodes if mine(name)]
 

@@ -17,6 +17,7 @@ import logging
 import os
 import socket
 import stat
+import struct
 import time
 
 from ansible_collections.vmbackup.qemu.plugins.module_utils.errors import (
@@ -105,20 +106,30 @@ def connect_error_message(path, cause):
     return 'cannot connect to QMP socket %s: %s' % (path, cause)
 
 
+def peer_pid(socket_path, timeout):
+    """The pid of the process listening on the UNIX socket ``socket_path``
+    (0 if not visible); OSError as connect raises it. The kernel answers
+    before the listener accepts, so a busy one answers too."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(timeout)
+        probe.connect(socket_path)
+        creds = probe.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize('3i'))
+    finally:
+        probe.close()
+    return struct.unpack('3i', creds)[0]
+
+
 def qemu_is_gone(path):
     """Whether nothing listens on the QMP socket ``path`` any more (QEMU
     exited: the socket file is gone or refuses connections)."""
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.settimeout(1.0)
     try:
-        probe.connect(path)
+        peer_pid(path, 1.0)
         return False
     except (FileNotFoundError, ConnectionRefusedError):
         return True
     except OSError:
         return False   # busy or unknown: alive as far as we can tell
-    finally:
-        probe.close()
 
 
 def ignore_missing(call, *args, **kwargs):

@@ -41,7 +41,7 @@ from ansible_collections.vmbackup.qemu.plugins.module_utils.fleece import (
     fleece_route,
     refuse_foreign_filters,
 )
-from ansible_collections.vmbackup.qemu.plugins.module_utils.leftovers import remove_leftovers
+from ansible_collections.vmbackup.qemu.plugins.module_utils.leftovers import remove_exports, remove_leftovers
 from ansible_collections.vmbackup.qemu.plugins.module_utils.names import (
     VIEW_FROZEN_BITMAP,
     VIEW_RUN_ID,
@@ -51,12 +51,12 @@ from ansible_collections.vmbackup.qemu.plugins.module_utils.names import (
     view_export,
     view_record,
 )
+from ansible_collections.vmbackup.qemu.plugins.module_utils.qmp import peer_pid
 from ansible_collections.vmbackup.qemu.plugins.module_utils.quirks import fleece_read_chunk
 from ansible_collections.vmbackup.qemu.plugins.module_utils.vm import VMRun
-from ansible_collections.vmbackup.qemu.plugins.module_utils.vmlock import lock_dir, peer_pid, qemu_key
+from ansible_collections.vmbackup.qemu.plugins.module_utils.vmlock import lock_dir, qemu_key
 
 BITMAP_CONTEXT = 'qemu:dirty-bitmap:'
-EXPORT_GONE_TIMEOUT = 10.0
 
 
 def view_parts(vm):
@@ -328,7 +328,7 @@ class PullView(VMRun):
     def _remove(self, record):
         """Remove everything of the view (also a half-made one) and its record;
         what was removed, in words."""
-        removed = self._remove_exports()
+        removed = remove_exports(self.vm, is_view_name)
         if record is not None and record.get('started_server'):
             removed += self._stop_server(record['options']['nbd_socket'])
         actions = [('block-dirty-bitmap-remove', {'node': node, 'name': name})
@@ -339,21 +339,6 @@ class PullView(VMRun):
         removed += remove_leftovers(self.vm, fleece_dir, views=True)
         self.store.remove()
         return removed
-
-    def _remove_exports(self):
-        """Delete the view's exports and wait until QEMU has let go of them."""
-        if not self.vm.features.has('block_export_add'):
-            return []
-        ours = [e['id'] for e in self.vm.qmp.execute('query-block-exports') if is_view_name(e.get('id'))]
-        for export in ours:
-            self.vm.qmp.execute('block-export-del', {'id': export, 'mode': 'hard'})
-        deadline = time.monotonic() + EXPORT_GONE_TIMEOUT
-        while any(is_view_name(e.get('id')) for e in self.vm.qmp.execute('query-block-exports')):
-            if time.monotonic() > deadline:
-                raise ViewError('QEMU did not remove the view\'s NBD exports within %g s; run state=absent again'
-                                % EXPORT_GONE_TIMEOUT)
-            self.vm.qmp.wait_event(('BLOCK_EXPORT_DELETED',), 0.2)
-        return ['export %s' % export for export in ours]
 
     def _stop_server(self, path):
         """Stop the NBD server the view started, unless exports of others use it."""

@@ -172,8 +172,8 @@ class VM(object):
         self.qmp = connection
         self._features = None
         self._version = None
-        self._graph = None
-        self._graph_names = set()
+        self._edges = []
+        self._edges_of = None       # the named_nodes() reply self._edges was read for
 
     # -- what QEMU can do ---------------------------------------------------
 
@@ -209,46 +209,40 @@ class VM(object):
                     for node in self.qmp.execute('query-named-block-nodes', {'flat': True})
                     if node.get('node-name'))
 
-    def child_node(self, nodes, parent, child_role):
-        """Name of ``parent``'s child in role ``child_role`` (e.g. 'file')."""
-        children = nodes.get(parent, {}).get('children')
-        if children is not None:  # QEMU 10.1+
-            for child in children:
-                if child.get('child') == child_role:
-                    return child.get('node-name')
-            return None
-        if self._graph is None or parent not in self._graph_names:
+    def block_edges(self, nodes):
+        """[(parent, role, child)]: the edges between the block nodes of
+        ``nodes`` (a named_nodes() reply), from their children (QEMU 10.1+)
+        or x-debug-query-block-graph, read once per reply. Devices and jobs
+        that use a node are not edges here."""
+        if any('children' in node for node in nodes.values()):  # QEMU 10.1+
+            return [(name, child.get('child'), child.get('node-name'))
+                    for name, node in nodes.items() for child in node.get('children', [])]
+        if self._edges_of is not nodes:
             if not self.features.has('block_graph_debug'):
                 raise FeatureMissingError(
-                    'finding the disk below filter node %s needs the block graph, but this QEMU '
-                    'offers neither node children (10.1+) nor x-debug-query-block-graph' % parent)
-            self._graph = self.qmp.execute('x-debug-query-block-graph')
-            self._graph_names = set(n.get('name') for n in self._graph['nodes'])
-        by_id = dict((n['id'], n) for n in self._graph['nodes'])
-        parent_ids = [n['id'] for n in self._graph['nodes']
-                      if n.get('type') == 'block-driver' and n.get('name') == parent]
-        for edge in self._graph['edges']:
-            if edge['parent'] in parent_ids and edge['name'] == child_role:
-                return by_id[edge['child']].get('name')
+                    'reading the block graph needs node children (QEMU 10.1+) or x-debug-query-block-graph, '
+                    'and this QEMU offers neither')
+            graph = self.qmp.execute('x-debug-query-block-graph')
+            by_id = dict((n['id'], n) for n in graph['nodes'])
+            self._edges = [(by_id[e['parent']].get('name'), e['name'], by_id[e['child']].get('name'))
+                           for e in graph['edges']
+                           if by_id[e['parent']].get('type') == by_id[e['child']].get('type') == 'block-driver']
+            self._edges_of = nodes
+        return self._edges
+
+    def child_node(self, nodes, parent, child_role):
+        """Name of ``parent``'s child in role ``child_role`` (e.g. 'file')."""
+        for name, role, child in self.block_edges(nodes):
+            if name == parent and role == child_role:
+                return child
         return None
 
     def parent_nodes(self, nodes):
-        """{node: names of the block nodes with an edge to it}: not the
-        devices or jobs that use it, and only nodes that have parents."""
+        """{node: names of the block nodes with an edge to it}: only nodes
+        that have parents."""
         parents = {}
-        if any('children' in node for node in nodes.values()):  # QEMU 10.1+
-            for name, node in nodes.items():
-                for child in node.get('children', []):
-                    parents.setdefault(child.get('node-name'), []).append(name)
-            return parents
-        if not self.features.has('block_graph_debug'):
-            return parents
-        graph = self.qmp.execute('x-debug-query-block-graph')
-        by_id = dict((n['id'], n) for n in graph['nodes'])
-        for edge in graph['edges']:
-            parent, child = by_id[edge['parent']], by_id[edge['child']]
-            if parent.get('type') == 'block-driver' and child.get('type') == 'block-driver':
-                parents.setdefault(child.get('name'), []).append(parent.get('name'))
+        for name, _, child in self.block_edges(nodes):
+            parents.setdefault(child, []).append(name)
         return parents
 
     def switch_drive(self, qdev, node):
@@ -268,7 +262,6 @@ class VM(object):
 
     def disks(self):
         """Every disk of the VM, in QEMU's order."""
-        self._graph = None
         nodes = self.named_nodes()
         blocks = self.qmp.execute('query-block')
         return [Disk(info, nodes, lambda parent, role: self.child_node(nodes, parent, role))

@@ -30,29 +30,15 @@ import errno
 import fcntl
 import json
 import os
-import socket
-import struct
 import tempfile
 import time
 
 from ansible_collections.vmbackup.qemu.plugins.module_utils.errors import QMPConnectError, VMBackupError, VMBusyError
-from ansible_collections.vmbackup.qemu.plugins.module_utils.qmp import connect_error_message
+from ansible_collections.vmbackup.qemu.plugins.module_utils.qmp import connect_error_message, peer_pid
 
 LOCK_DIR = '/run/lock/vmbackup.qemu'
 DEFAULT_LOCK_TIMEOUT = 30.0
 _POLL = 0.2
-
-
-def peer_pid(socket_path, timeout):
-    """The pid of the process listening on ``socket_path`` (0 if not visible)."""
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.settimeout(timeout)
-        probe.connect(socket_path)
-        creds = probe.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize('3i'))
-    finally:
-        probe.close()
-    return struct.unpack('3i', creds)[0]
 
 
 def process_start(pid):

@@ -11,6 +11,7 @@ __metaclass__ = type
 
 import json
 import os
+import signal
 import socket
 import stat
 
@@ -185,6 +186,52 @@ def test_absent_cleans_a_view_whose_present_died_half_way(pull_vm, ansible):
     assert len(vm.qmp('query-block-exports')) == 2
     ansible.ok('qemu_fleece', view_args(vm, state='absent'))
     assert vm_state(vm) == before and vm.leftovers() == [] and not os.path.exists(record)
+
+
+def _kill_present_half_way(vm, ansible, args):
+    """SIGKILL a qemu_fleece present as soon as QEMU holds the first node of
+    its view; True if the kill landed before the view was complete."""
+    proc = ansible.spawn('qemu_fleece', args)
+    pids = []
+    while not pids:
+        assert proc.poll() is None, 'qemu_fleece ended before it ran: %s' % proc.communicate()[0]
+        pids = ansible.module_pids('qemu_fleece')
+    while not any(n['node-name'].startswith('vmb-view') for n in vm.qmp('query-named-block-nodes', flat=True)):
+        if proc.poll() is not None:
+            return False
+    for pid in ansible.module_pids('qemu_fleece'):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass            # ended meanwhile
+    proc.communicate()
+    try:
+        with open(view_record(lock_dir(), vm.socket)) as handle:
+            return not json.load(handle).get('complete')
+    except IOError:
+        return True         # killed before it wrote the record
+
+
+def test_a_present_sigkilled_half_way_is_cleaned_by_the_next_run(pull_vm, ansible):
+    vm = pull_vm
+    vm.write('vda', 3 * MIB, MIB, 0x5a)
+    before = vm_state(vm)
+    args = view_args(vm)
+    for _ in range(5):
+        if _kill_present_half_way(vm, ansible, args):
+            break
+        ansible.ok('qemu_fleece', view_args(vm, state='absent'))   # it finished first: again
+    else:
+        pytest.fail('five kills all landed after qemu_fleece present had finished')
+    assert vm.leftovers(), 'the kill left nothing half-made'
+    again = ansible.ok('qemu_fleece', args)
+    assert again['changed'] is True and len(vm.qmp('query-block-exports')) == 2
+    pulled = pull(vm, again['disks'][0]['uri'], os.path.join(vm.workdir, 'pulled.raw'))
+    identical, text = vm.qemu.compare(pulled, vm.shadow('vda'), 'raw', 'raw')
+    assert identical, text
+    ansible.ok('qemu_fleece', view_args(vm, state='absent'))
+    assert vm_state(vm) == before and vm.leftovers() == []
+    assert not os.path.exists(view_record(lock_dir(), vm.socket))
 
 
 def test_a_full_fleece_store_breaks_the_view_never_the_guest(pull_vm, ansible, workdir):

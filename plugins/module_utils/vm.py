@@ -241,7 +241,7 @@ class VM(object):
         """{node: names of the block nodes with an edge to it}: only nodes
         that have parents."""
         parents = {}
-        for name, _, child in self.block_edges(nodes):
+        for name, _role, child in self.block_edges(nodes):
             parents.setdefault(child, []).append(name)
         return parents
 

@@ -217,7 +217,7 @@ def test_a_present_sigkilled_half_way_is_cleaned_by_the_next_run(pull_vm, ansibl
     vm.write('vda', 3 * MIB, MIB, 0x5a)
     before = vm_state(vm)
     args = view_args(vm)
-    for _ in range(5):
+    for _attempt in range(5):
         if _kill_present_half_way(vm, ansible, args):
             break
         ansible.ok('qemu_fleece', view_args(vm, state='absent'))   # it finished first: again

@@ -196,7 +196,7 @@ def main():
                    'restore every disk')
     if problem:
         module.fail_json(msg=problem)
-    run_guarded(module, lambda: restore(module.params, module.check_mode))
+    run_guarded(module, lambda: restore(module.params, module.check_mode, module.warn))
 
 
 if __name__ == '__main__':

@@ -364,6 +364,7 @@ def main():
             fleece_dir=dict(type='path', default='/var/tmp'),
             speed=dict(type='int', default=0),
             compress=dict(type='bool', default=False),
+            digests=dict(type='bool', default=True),
             guest_agent_socket=dict(type='path'),
             freeze=dict(type='str', default='auto', choices=['auto', 'required', 'off']),
             job_timeout=dict(type='int'),

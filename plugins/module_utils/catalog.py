@@ -170,6 +170,10 @@ class Verifier(object):
         self.undigested = set()      # images of backups from before digests
 
     def problem(self, text, chain=None, backup=None, disk=None, path=None, severity='error'):
+        if severity == 'error' and chain is not None and not os.path.isdir(os.path.join(self.repo.root, chain)):
+            # The chain went away while it was read: a backup running now
+            # pruned it (keep_chains), which is no damage.
+            text, severity = 'the chain was removed while it was verified (pruned by a backup): %s' % text, 'warning'
         self.problems.append({'vm': self.repo.vm_name, 'chain': chain, 'backup': backup, 'disk': disk,
                               'file': path, 'severity': severity, 'problem': text})
 
@@ -194,8 +198,8 @@ class Verifier(object):
         for entry in chain_dir.entries:
             if entry not in named:
                 self.problem('orphan file: no manifest names it (a backup running now is writing it, or an '
-                             'interrupted one left it; the next backup removes it)', chain=chain_dir.id, path=os.path.join(chain_dir.path, entry),
-                             severity='warning')
+                             'interrupted one left it; the next backup removes it)', chain=chain_dir.id,
+                             path=os.path.join(chain_dir.path, entry), severity='warning')
 
     def _backup(self, chain, backup):
         for text in record_problems(chain, backup):

@@ -195,7 +195,9 @@ class ChainDir(object):
                 try:
                     self.backups.append(read_manifest(os.path.join(path, entry)))
                 except RepositoryError as exc:
-                    self.unreadable.append((entry, exc.details['cause']))
+                    if os.path.exists(os.path.join(path, entry)):
+                        self.unreadable.append((entry, exc.details['cause']))
+                    # else removed since the listing (a prune running now): not there
 
     def named(self):
         """The entries a manifest accounts for: the manifests, readable or
@@ -299,7 +301,13 @@ class VMRepository(object):
                 for name in sorted(os.listdir(self.root)):
                     path = os.path.join(self.root, name)
                     if not name.startswith('.') and os.path.isdir(path):
-                        self._scan[name] = ChainDir(name, path)
+                        try:
+                            self._scan[name] = ChainDir(name, path)
+                        except (IOError, OSError) as exc:
+                            # Removed since the listing: a backup running now cleaned it up
+                            # (an empty chain directory) or pruned it.
+                            if exc.errno != errno.ENOENT:
+                                raise
         return self._scan
 
     def _changed(self):

@@ -11,7 +11,11 @@ __metaclass__ = type
 import json
 import os
 
-from harness.checks import tree_digest
+import pytest
+
+from harness.checks import assert_restores_to, backup_args, guest_content, tree_digest
+
+MIB = 1024 * 1024
 
 
 def data_offset(vm, image):
@@ -91,3 +95,32 @@ def test_backups_without_digests_are_unverifiable_not_broken(vm, ansible, workdi
     dest = os.path.join(workdir, 'last.raw')
     ansible.ok('qemu_backup_restore', restore_args(repo, vm, ids[4], dest))
     assert vm.qemu.compare(dest, points[4][2]['vda'], 'raw', 'raw')[0]
+
+
+@pytest.mark.parametrize('level', ['incremental', 'full'])
+def test_verify_while_a_backup_writes_neither_blocks_it_nor_calls_it_broken(vm, ansible, repo, level):
+    """A slow backup (an incremental into the chain, or the full of a new
+    chain, whose directory holds only partial images yet) is under way while
+    verify reads the repository."""
+    vm.qmp('cont')
+    first = ansible.ok('qemu_blockdev_backup', backup_args(vm, repo, level='full'))
+    vm.write('vda', 0, 8 * MIB, 0x21)
+    vm.write('vdb', 4 * MIB, 8 * MIB, 0x22)
+    proc = ansible.spawn('qemu_blockdev_backup', backup_args(vm, repo, level=level, speed=512 * 1024))
+    vm.wait_for_job()
+    at_instant = guest_content(vm, 'instant')
+    info = ansible.ok('qemu_backup_info', {'target_dir': repo, 'vm_name': vm.name, 'verify': True})
+    assert proc.poll() is None, 'the backup ended before verify did: the test proves nothing'
+    assert [p for p in info['problems'] if p['severity'] == 'error'] == [], info['problems']
+    partials = [p['file'] for p in info['problems'] if (p['file'] or '').endswith('.partial')]
+    assert partials, 'verify did not see the running backup\'s images: %s' % info['problems']
+    assert [b['id'] for c in info['chains'] for b in c['backups']] == [first['backup_id']]
+    assert info['chains'][0]['backups'][0]['content'] == 'verified'
+
+    result = ansible.collect(proc)
+    assert not result['failed'], result['msg']
+    assert result['level'] == level
+    assert_restores_to(vm, result, at_instant)
+    after = ansible.ok('qemu_backup_info', {'target_dir': repo, 'vm_name': vm.name, 'verify': True})
+    assert after['problems'] == [], after['problems']
+    assert [b['content'] for c in after['chains'] for b in c['backups']] == ['verified', 'verified']

@@ -454,8 +454,8 @@ class BackupRun(VMRun):
     def _digests(self, state):
         """{disk name: digest record} of the images just written, read back
         right after the jobs, while their data is still in the page cache;
-        the disks in parallel. Empty with digests off."""
-        if not self.params.get('digests', True):
+        the disks in parallel. Empty with digests off (the default)."""
+        if not self.params.get('digests'):
             return {}
         started = time.time()
         partials = dict((d.name, state.repo.partial_image(state.chain_id, state.backup_id, d.name))

@@ -101,7 +101,8 @@ def history(vm, ansible, workdir):
             vm.write(disk, offset, length, pattern)
         vm.write_zeroes('vdb', 8 * MIB, 65536 * (index + 1))
         result = ansible.ok('qemu_blockdev_backup', {'socket': vm.socket, 'target_dir': repo,
-                                                     'fleece_dir': workdir, 'level': level})
+                                                     'fleece_dir': workdir, 'level': level,
+                                                     'digests': True})
         points.append((result['backup_id'], result['level'],
                        dict((d, vm.save_shadow(d, 'p%d' % index)) for d in ('vda', 'vdb'))))
     return repo, points

@@ -117,8 +117,8 @@ def test_verify_while_a_backup_writes_neither_blocks_it_nor_calls_it_broken(vm, 
     first = ansible.ok('qemu_blockdev_backup', backup_args(vm, repo, level='full', digests=True))
     vm.write('vda', 0, 8 * MIB, 0x21)
     vm.write('vdb', 4 * MIB, 8 * MIB, 0x22)
-    proc = ansible.spawn('qemu_blockdev_backup', backup_args(vm, repo, level=level, speed=speed,
-                                                                     digests=True))
+    proc = ansible.spawn('qemu_blockdev_backup',
+                         backup_args(vm, repo, level=level, speed=speed, digests=True))
     vm.wait_for_job()
     at_instant = guest_content(vm, 'instant')
     info = ansible.ok('qemu_backup_info', {'target_dir': repo, 'vm_name': vm.name, 'verify': True})

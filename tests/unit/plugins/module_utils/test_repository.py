@@ -184,8 +184,13 @@ def test_a_chain_or_manifest_removed_while_listed_is_skipped(repo, monkeypatch):
 def test_a_chain_directory_that_cannot_be_listed_for_another_reason_is_an_error(repo, monkeypatch):
     make_backup(repo, 'c1', '20260101T000000Z-0001', 'full', 1)
     real_listdir = os.listdir
-    monkeypatch.setattr(os, 'listdir', lambda path: (_ for _ in ()).throw(OSError(13, 'Permission denied'))
-                        if os.path.basename(path) == 'c1' else real_listdir(path))
+
+    def listdir(path):
+        if os.path.basename(path) == 'c1':
+            raise OSError(13, 'Permission denied', path)
+        return real_listdir(path)
+
+    monkeypatch.setattr(os, 'listdir', listdir)
     repo._changed()
     with pytest.raises(OSError):
         repo.chain_dirs()

@@ -25,7 +25,7 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402 pylint: disable=wrong-import-position
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
-ORDER = ('guest_latency', 'backup_cost', 'restore_chain', 'role_overhead', 'scaling', 'fleece_size')
+ORDER = ('guest_latency', 'backup_cost', 'digest_cost', 'restore_chain', 'role_overhead', 'scaling', 'fleece_size')
 
 
 def load():

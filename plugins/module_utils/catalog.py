@@ -12,7 +12,14 @@ import os
 from ansible_collections.vmbackup.qemu.plugins.module_utils import qemu_img
 from ansible_collections.vmbackup.qemu.plugins.module_utils.paths import directory_problem
 from ansible_collections.vmbackup.qemu.plugins.module_utils.errors import RepositoryError
-from ansible_collections.vmbackup.qemu.plugins.module_utils.repository import VMRepository, is_repository
+from ansible_collections.vmbackup.qemu.plugins.module_utils.repository import (
+    VMRepository,
+    digest_all,
+    digest_differs,
+    file_digest,
+    has_digest,
+    is_repository,
+)
 
 
 def list_vms(target_dir):
@@ -43,6 +50,29 @@ def ancestry(chain, backup):
                                   'is broken at that point' % (line[-1].id, line[-1].parent, chain.path))
         line.append(parent)
     return list(reversed(line))
+
+
+def dependents(chain, backup):
+    """The ids of the backups whose restore reads ``backup``: itself and
+    the rest of its line (a differential on the full does not read an
+    incremental beside it)."""
+    found = []
+    for other in chain.backups:
+        try:
+            if backup in ancestry(chain, other):
+                found.append(other.id)
+        except RepositoryError:
+            continue
+    return found
+
+
+def readable_digest(path):
+    """The digest record of ``path``, or None if it cannot be read (gone,
+    or unreadable: the other checks name it)."""
+    try:
+        return file_digest(path)
+    except (IOError, OSError):
+        return None
 
 
 def record_problems(chain, backup):
@@ -114,9 +144,10 @@ def inspect(target_dir, vm_name=None, verify=False):
             verifier = Verifier(repo)
             problems += verifier.run()
             ok = dict((b.id, verifier.restorable(c, b)) for c in repo.chains() for b in c.backups)
+            content = dict((b.id, verifier.content(c, b)) for c in repo.chains() for b in c.backups)
             for chain in described:
                 for backup in chain['backups']:
-                    backup['restorable'] = ok[backup['id']]
+                    backup.update(restorable=ok[backup['id']], content=content[backup['id']])
             candidates = [b for b in candidates if ok[b.id]]
         best = newest(candidates)
         newest_ids[repo.vm_name] = best.id if best else None
@@ -134,13 +165,25 @@ class Verifier(object):
         self.problems = []
         self.bad_images = set()
         self.bad_backups = set()     # ids whose manifest disagrees with its chain
+        self.digests = {}            # {image: digest record, or None if unreadable}
+        self.rotten = set()          # images whose bytes differ from their digest
+        self.undigested = set()      # images of backups from before digests
 
     def problem(self, text, chain=None, backup=None, disk=None, path=None, severity='error'):
+        if severity == 'error' and chain is not None and not os.path.isdir(os.path.join(self.repo.root, chain)):
+            # The chain went away while it was read: a backup running now
+            # pruned it (keep_chains), which is no damage.
+            text, severity = 'the chain was removed while it was verified (pruned by a backup): %s' % text, 'warning'
         self.problems.append({'vm': self.repo.vm_name, 'chain': chain, 'backup': backup, 'disk': disk,
                               'file': path, 'severity': severity, 'problem': text})
 
     def run(self):
         chains = dict((c.id, c) for c in self.repo.chains())
+        # Read every digested image first, several at a time (hashlib runs
+        # beside the GIL), then check them one by one.
+        self.digests = digest_all(sorted(set(
+            b.image(d) for c in chains.values() for b in c.backups for d, record in b.disks.items()
+            if has_digest(record) and os.path.isfile(b.image(d)))), digest=readable_digest)
         for chain_dir in self.repo.chain_dirs().values():
             self._chain_dir(chain_dir)
             for backup in chains[chain_dir.id].backups if chain_dir.id in chains else []:
@@ -154,9 +197,9 @@ class Verifier(object):
         named = chain_dir.named()
         for entry in chain_dir.entries:
             if entry not in named:
-                self.problem('orphan file: no manifest names it (left by an interrupted backup; the next '
-                             'backup removes it)', chain=chain_dir.id, path=os.path.join(chain_dir.path, entry),
-                             severity='warning')
+                self.problem('orphan file: no manifest names it (a backup running now is writing it, or an '
+                             'interrupted one left it; the next backup removes it)', chain=chain_dir.id,
+                             path=os.path.join(chain_dir.path, entry), severity='warning')
 
     def _backup(self, chain, backup):
         for text in record_problems(chain, backup):
@@ -197,6 +240,24 @@ class Verifier(object):
             self.problem('backing file is %s, the manifest says %s' % (actual or 'none', expected or 'none'),
                          **where)
             self.bad_images.add(path)
+        self._digest(chain, backup, record, where)
+
+    def _digest(self, chain, backup, record, where):
+        """Compare the image's bytes with the digest its backup recorded."""
+        path = where['path']
+        if not has_digest(record):
+            self.undigested.add(path)
+            self.problem('no digest recorded (a backup from before digests, or taken with digests off): '
+                         'its content cannot be verified', severity='warning', **where)
+        elif self.digests.get(path) is None:
+            self.problem('image cannot be read to compare it with its digest', **where)
+            self.bad_images.add(path)
+        elif digest_differs(record, self.digests[path]):
+            self.problem('content differs from its digest (bit rot, or the file was changed after the '
+                         'backup): backups %s read it and cannot be restored (qemu_backup_restore refuses '
+                         'them unless force)' % ', '.join(dependents(chain, backup)), **where)
+            self.bad_images.add(path)
+            self.rotten.add(path)
 
     def restorable(self, chain, backup):
         try:
@@ -205,3 +266,17 @@ class Verifier(object):
             return False
         return not any(b.id in self.bad_backups or any(b.image(d) in self.bad_images for d in b.disks)
                        for b in line)
+
+    def content(self, chain, backup):
+        """Whether the bytes of every image a restore of ``backup`` reads
+        match their digests: 'verified', 'damaged' (one differs), or
+        'unverifiable' (one has no digest)."""
+        try:
+            images = [b.image(d) for b in ancestry(chain, backup) for d in backup.disks if d in b.disks]
+        except RepositoryError:
+            return 'unverifiable'
+        if any(path in self.rotten for path in images):
+            return 'damaged'
+        if any(path in self.undigested for path in images):
+            return 'unverifiable'
+        return 'verified'

@@ -11,7 +11,10 @@
     TARGET_DIR/VM/CHAIN/ID.DISK.qcow2   one image per disk; an incremental's backing
                                         file is its parent's image, by relative path
     TARGET_DIR/VM/CHAIN/ID.json         the manifest, written last: a backup exists
-                                        once its manifest does
+                                        once its manifest does; each disk's record
+                                        holds the SHA-256 of its image file
+                                        ("digest": {"algorithm", "value"}), so that
+                                        bit rot anywhere in the file is caught
     TARGET_DIR/VM/CHAIN/.ID.DISK.qcow2.partial   an image being written
 
 Directories are 0700 and files 0600: backups hold whole disks."""
@@ -25,8 +28,10 @@ import fcntl
 import json
 import os
 import re
+import hashlib
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.vmbackup.qemu.plugins.module_utils.errors import RepositoryError
 from ansible_collections.vmbackup.qemu.plugins.module_utils.paths import directory_problem, fsync_directory, vm_name_problem
@@ -38,6 +43,10 @@ MANIFEST_SUFFIX = '.json'
 PARTIAL_SUFFIX = '.partial'
 _SAFE_NAME = re.compile(r'[^A-Za-z0-9._-]')
 _BACKUP_ID = re.compile(r'^\d{8}T\d{6}Z-[0-9a-f]{4}$')
+DIGEST_ALGORITHM = 'sha256'
+# Files hashed at a time: hashlib releases the GIL, so threads use the cores.
+DIGEST_JOBS = 4
+_DIGEST_CHUNK = 1024 * 1024
 TARGET_DIR_MISSING_HINT = ('create it, or mount the backup storage there (it is not created, so that a '
                            'missing mount is not silently filled on the local disk)')
 
@@ -73,6 +82,42 @@ def read_manifest(path):
             return Backup(os.path.dirname(path), json.load(handle))
     except (IOError, ValueError, KeyError, TypeError) as exc:
         raise RepositoryError('manifest %s cannot be read (%s)' % (path, exc), path=path, cause=str(exc))
+
+
+def file_digest(path):
+    """The manifest's digest record of the file at ``path``: its bytes on
+    disk, metadata included, so that any flipped bit is caught."""
+    digest = hashlib.new(DIGEST_ALGORITHM)
+    buffer = bytearray(_DIGEST_CHUNK)
+    view = memoryview(buffer)
+    with open(path, 'rb', buffering=0) as handle:
+        while True:
+            count = handle.readinto(buffer)
+            if not count:
+                break
+            digest.update(view[:count])
+    return {'algorithm': DIGEST_ALGORITHM, 'value': digest.hexdigest()}
+
+
+def digest_all(paths, jobs=DIGEST_JOBS, digest=file_digest):
+    """``{path: digest(path)}`` of every path, ``jobs`` at a time."""
+    if not paths:
+        return {}
+    with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(paths)))) as pool:
+        return dict(zip(paths, pool.map(digest, paths)))
+
+
+def has_digest(record):
+    """True when the disk ``record`` has a digest this version can check (a
+    backup from before digests has none: its content is unverifiable)."""
+    expected = record.get('digest')
+    return isinstance(expected, dict) and expected.get('algorithm') == DIGEST_ALGORITHM and 'value' in expected
+
+
+def digest_differs(record, actual):
+    """True when the digest ``actual`` of a file is not the one its disk
+    ``record`` holds (call only when has_digest(record))."""
+    return actual['value'] != record['digest']['value']
 
 
 def write_json_atomically(path, data):
@@ -151,7 +196,9 @@ class ChainDir(object):
                 try:
                     self.backups.append(read_manifest(os.path.join(path, entry)))
                 except RepositoryError as exc:
-                    self.unreadable.append((entry, exc.details['cause']))
+                    if os.path.exists(os.path.join(path, entry)):
+                        self.unreadable.append((entry, exc.details['cause']))
+                    # else removed since the listing (a prune running now): not there
 
     def named(self):
         """The entries a manifest accounts for: the manifests, readable or
@@ -256,7 +303,13 @@ class VMRepository(object):
                 for name in sorted(os.listdir(self.root)):
                     path = os.path.join(self.root, name)
                     if not name.startswith('.') and os.path.isdir(path):
-                        self._scan[name] = ChainDir(name, path)
+                        try:
+                            self._scan[name] = ChainDir(name, path)
+                        except (IOError, OSError) as exc:
+                            # Removed since the listing: a backup running now cleaned it up
+                            # (an empty chain directory) or pruned it.
+                            if exc.errno != errno.ENOENT:
+                                raise
         return self._scan
 
     def _changed(self):

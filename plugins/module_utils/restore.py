@@ -13,6 +13,7 @@ from ansible_collections.vmbackup.qemu.plugins.module_utils import qemu_img
 from ansible_collections.vmbackup.qemu.plugins.module_utils.catalog import ancestry, newest, open_vm, record_problems
 from ansible_collections.vmbackup.qemu.plugins.module_utils.errors import RestoreError, VMBackupError
 from ansible_collections.vmbackup.qemu.plugins.module_utils.paths import fsync_directory, is_inside
+from ansible_collections.vmbackup.qemu.plugins.module_utils.repository import digest_all, digest_differs, has_digest
 
 
 def find_backup(repo, backup_id=None):
@@ -32,20 +33,16 @@ def find_backup(repo, backup_id=None):
         repo.vm_name, backup_id, ', '.join(known) or 'none'), backups=known)
 
 
-def check_chain(chain, backup, disk):
-    """The images a restore of ``disk`` reads, full first; each must be whole.
-    They are checked several at a time, all before anything is written; the
-    first missing or damaged image, full first, is the one reported."""
+def check_chain(chain, backup, disk, force=False, warn=None):
+    """The images a restore of ``disk`` reads, full first; each must be whole
+    and match its digest (unless ``force``: then ``warn``). They are checked
+    several at a time, all before anything is written; the first missing or
+    damaged image, full first, is the one reported."""
     links = ancestry(chain, backup)
-    for link in links:
-        problems = record_problems(chain, link)
-        if problems:
-            raise RestoreError('cannot restore %s of backup %s: the manifest of backup %s (%s) disagrees with its '
-                               'chain: %s; qemu_backup_info with verify=true lists every problem' % (
-                                   disk, backup.id, link.id, link.manifest_path, '; '.join(problems)),
-                               manifest=link.manifest_path)
+    _check_records(chain, backup, disk, links)
     files = [link.image(disk) for link in links]
-    checks = qemu_img.check_all([path for path in files if os.path.isfile(path)])
+    present = [path for path in files if os.path.isfile(path)]
+    checks = qemu_img.check_all(present)
     for link, path in zip(links, files):
         if path not in checks:
             raise RestoreError('cannot restore %s of backup %s: the chain is broken, %s (backup %s) is '
@@ -54,11 +51,46 @@ def check_chain(chain, backup, disk):
         if code not in (qemu_img.CHECK_OK, qemu_img.CHECK_LEAKS):
             raise RestoreError('cannot restore %s of backup %s: %s (backup %s) is damaged: %s' % (
                 disk, backup.id, path, link.id, ' '.join(output.split())[:300]), damaged=path)
+    _check_digests(backup, disk, links, force, warn)
     size = qemu_img.info(files[-1]).get('virtual-size')
     if size != backup.disks[disk].get('virtual_size'):
         raise RestoreError('cannot restore %s of backup %s: %s has %s bytes, its manifest says %s' % (
             disk, backup.id, files[-1], size, backup.disks[disk].get('virtual_size')), damaged=files[-1])
     return files
+
+
+def _check_records(chain, backup, disk, links):
+    """Refuse when a manifest of the chain disagrees with the chain."""
+    for link in links:
+        problems = record_problems(chain, link)
+        if problems:
+            raise RestoreError('cannot restore %s of backup %s: the manifest of backup %s (%s) disagrees with its '
+                               'chain: %s; qemu_backup_info with verify=true lists every problem' % (
+                                   disk, backup.id, link.id, link.manifest_path, '; '.join(problems)),
+                               manifest=link.manifest_path)
+
+
+def _check_digests(backup, disk, links, force, warn):
+    """Refuse (or with ``force``, warn about) the first image of the chain,
+    full first, whose bytes differ from the digest its backup recorded.
+    Images from before digests are not checked."""
+    digested = [(link, link.image(disk)) for link in links if has_digest(link.disks[disk])]
+    try:
+        digests = digest_all([path for _link, path in digested])
+    except (IOError, OSError) as exc:
+        raise RestoreError('cannot restore %s of backup %s: reading the chain to check its digests failed: %s'
+                           % (disk, backup.id, exc))
+    for link, path in digested:
+        if not digest_differs(link.disks[disk], digests[path]):
+            continue
+        text = ('%s (backup %s) differs from the digest recorded when it was written (bit rot, or the file was '
+                'changed): the restore of %s of backup %s would be wrong' % (path, link.id, disk, backup.id))
+        if not force:
+            raise RestoreError('cannot restore: %s; restore an earlier point (qemu_backup_info with verify=true '
+                               'says which are restorable), or set force: true to restore it anyway' % text,
+                               damaged=path)
+        if warn is not None:
+            warn('force: restoring despite a digest mismatch: %s' % text)
 
 
 def existing_format(path):
@@ -68,12 +100,12 @@ def existing_format(path):
 class DiskRestore(object):
     """One disk of one backup into one destination file."""
 
-    def __init__(self, chain, backup, disk, dest, dest_format):
+    def __init__(self, chain, backup, disk, dest, dest_format, force=False, warn=None):
         self.backup = backup
         self.disk = disk
         self.dest = dest
         self.format = dest_format
-        self.files = check_chain(chain, backup, disk)
+        self.files = check_chain(chain, backup, disk, force, warn)
         self.source = self.files[-1]
 
     def already_there(self):
@@ -144,7 +176,7 @@ def restore_plan(params, backup):
     return [(disk, os.path.join(params['dest'], '%s.%s' % (disk, params['format']))) for disk in disks]
 
 
-def restore(params, check_mode):
+def restore(params, check_mode, warn=None):
     """The work of qemu_backup_restore; returns its result."""
     refuse_inside_repository(params['dest'], params['target_dir'])
     repo = open_vm(params['target_dir'], params['vm_name'])
@@ -153,7 +185,7 @@ def restore(params, check_mode):
     plan = restore_plan(params, backup)
     for _disk, dest in plan:
         refuse_inside_repository(dest, params['target_dir'])
-    restores = [DiskRestore(chain, backup, disk, dest, fmt) for disk, dest in plan]
+    restores = [DiskRestore(chain, backup, disk, dest, fmt, params.get('force'), warn) for disk, dest in plan]
     todo = []
     for item in restores:
         if item.already_there():

@@ -17,6 +17,13 @@ description:
   - With O(verify=true), checks every image (C(qemu-img check)) and every chain (each backing file present and the one
     its manifest names, manifests consistent, no orphan or incomplete files). Findings are listed in RV(problems), not
     raised, so that a play can report them; the module fails only on bad input.
+  - With O(verify=true), also reads every image whole and compares its SHA-256 with the digest its backup recorded
+    (O(vmbackup.qemu.qemu_blockdev_backup#module:digests)), so that a changed byte anywhere in the file (bit rot,
+    which C(qemu-img check) cannot see inside a data cluster) is found. A file that differs is named as an error with
+    the backups that read it, which are then not restorable. Backups without a digest (taken before digests existed,
+    or with digests off) are reported as unverifiable (a warning), not as broken.
+  - Takes no lock and can run while a backup writes into the repository. The running backup's unfinished images are
+    reported as orphan files (warnings) and its backup is not listed until it is complete.
   - Never modifies the repository.
 author:
   - vmbackup.qemu developers (@vmbackup-qemu)
@@ -80,8 +87,12 @@ chains:
       description: The chain's id (the id of its full backup).
       type: str
     backups:
-      description: Its backups, oldest first, each with C(id), C(level), C(time), C(parent), C(restorable) (with
-        O(verify=true)) and C(disks) (C(disk), C(file), C(size) in bytes on disk, C(virtual_size)).
+      description:
+        - Its backups, oldest first, each with C(id), C(level), C(time), C(parent), C(restorable) and C(content) (with
+          O(verify=true)) and C(disks) (C(disk), C(file), C(size) in bytes on disk, C(virtual_size)).
+        - C(content) says whether every image a restore of the backup reads matches its recorded digest. V(verified)
+          all do; V(damaged) one differs (the backup is not restorable); V(unverifiable) one has no digest (a backup
+          from before digests, or taken with digests off) or the chain cannot be followed.
       type: list
       elements: dict
 newest:
@@ -93,6 +104,9 @@ problems:
   description:
     - With O(verify=true), every finding, each with C(vm), C(chain), C(backup), C(disk), C(file), C(severity)
       (C(error) or C(warning)) and C(problem) in words. Empty when all is well.
+    - Among the errors, C(content differs from its digest) names an image whose bytes changed since its backup, with
+      the ids of the backups that read it. Among the warnings, C(no digest recorded) names an image whose content
+      cannot be verified.
   returned: success
   type: list
   elements: dict

@@ -17,6 +17,10 @@ description:
   - Never modifies the repository.
   - Every image of the chain is checked (C(qemu-img check)) before anything is written; a missing or damaged one is
     refused and named.
+  - Every image of the chain whose backup recorded a digest (see
+    O(vmbackup.qemu.qemu_blockdev_backup#module:digests)) is read whole and its SHA-256 compared with the recorded
+    one before anything is written; a file whose bytes differ (bit rot) is refused and named, unless O(force). Images
+    of backups without a digest are not compared.
   - The new image is written beside O(dest) under a temporary name, flushed to disk and renamed into place when
     complete (the rename made durable too), so O(dest) is never half-written, not even after a host crash; a failure
     (a full filesystem, a damaged chain) leaves nothing behind.
@@ -81,7 +85,10 @@ options:
     choices: [qcow2, raw]
     default: qcow2
   force:
-    description: Replace an existing O(dest) image that does not hold exactly this point.
+    description:
+      - Replace an existing O(dest) image that does not hold exactly this point.
+      - Also restore through an image of the chain whose bytes differ from the digest recorded when it was written,
+        with a warning naming it. The restored disk is then likely wrong where that image's data was damaged.
     type: bool
     default: false
   verify:
@@ -196,7 +203,7 @@ def main():
                    'restore every disk')
     if problem:
         module.fail_json(msg=problem)
-    run_guarded(module, lambda: restore(module.params, module.check_mode))
+    run_guarded(module, lambda: restore(module.params, module.check_mode, module.warn))
 
 
 if __name__ == '__main__':

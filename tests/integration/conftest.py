@@ -18,6 +18,8 @@ from harness import guest
 from harness.ansible import AnsibleRunner
 from harness.qemu import DiskSpec, QemuInstall, TestVM
 
+MIB = 1024 * 1024
+
 
 @pytest.fixture(scope='session')
 def qemu():
@@ -79,6 +81,31 @@ def repo(workdir):
 @pytest.fixture
 def ansible(workdir, qemu):
     return AnsibleRunner(workdir, env=qemu.env())
+
+
+@pytest.fixture
+def history(vm, ansible, workdir):
+    """A repository with full, incremental, incremental, differential,
+    incremental of vm; each with the guest's content at its instant:
+    [(backup id, level, {disk: copy of the guest's disk})]."""
+    repo = os.path.join(workdir, 'repo')
+    os.mkdir(repo)
+    points = []
+    plan = [('auto', [('vda', 0, 4 * MIB, 0x11), ('vdb', 8 * MIB, 2 * MIB, 0x12)]),
+            ('auto', [('vda', MIB, 65536, 0x13), ('vdb', 0, MIB, 0x14)]),
+            ('auto', [('vda', 20 * MIB, MIB, 0x15)]),
+            ('differential', [('vdb', 30 * MIB, MIB, 0x16)]),
+            ('auto', [('vda', 0, 65536, 0x17)])]
+    for index, (level, writes) in enumerate(plan):
+        for disk, offset, length, pattern in writes:
+            vm.write(disk, offset, length, pattern)
+        vm.write_zeroes('vdb', 8 * MIB, 65536 * (index + 1))
+        result = ansible.ok('qemu_blockdev_backup', {'socket': vm.socket, 'target_dir': repo,
+                                                     'fleece_dir': workdir, 'level': level,
+                                                     'digests': True})
+        points.append((result['backup_id'], result['level'],
+                       dict((d, vm.save_shadow(d, 'p%d' % index)) for d in ('vda', 'vdb'))))
+    return repo, points
 
 
 @pytest.fixture(scope='session')

@@ -8,53 +8,18 @@ while its guest wrote: each point restores to exactly what the guest had."""
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
-import hashlib
 import json
 import os
 import subprocess
 
 import pytest
 
+from harness.checks import tree_digest
+
 # QEMU-independent or covered at both ends: not on the middle QEMU (Makefile).
 pytestmark = pytest.mark.ends_of_matrix
 
 MIB = 1024 * 1024
-
-
-def tree_digest(path):
-    """Every file below ``path`` with its content hash, mode and mtime."""
-    found = {}
-    for root, _dirs, files in os.walk(path):
-        for name in files:
-            full = os.path.join(root, name)
-            with open(full, 'rb') as handle:
-                digest = hashlib.sha256(handle.read()).hexdigest()
-            st = os.stat(full)
-            found[os.path.relpath(full, path)] = (digest, st.st_mode, st.st_mtime_ns)
-    return found
-
-
-@pytest.fixture
-def history(vm, ansible, workdir):
-    """A repository with full, incremental, incremental, differential,
-    incremental of vm; each with the guest's content at its instant."""
-    repo = os.path.join(workdir, 'repo')
-    os.mkdir(repo)
-    points = []
-    plan = [('auto', [('vda', 0, 4 * MIB, 0x11), ('vdb', 8 * MIB, 2 * MIB, 0x12)]),
-            ('auto', [('vda', MIB, 65536, 0x13), ('vdb', 0, MIB, 0x14)]),
-            ('auto', [('vda', 20 * MIB, MIB, 0x15)]),
-            ('differential', [('vdb', 30 * MIB, MIB, 0x16)]),
-            ('auto', [('vda', 0, 65536, 0x17)])]
-    for index, (level, writes) in enumerate(plan):
-        for disk, offset, length, pattern in writes:
-            vm.write(disk, offset, length, pattern)
-        vm.write_zeroes('vdb', 8 * MIB, 65536 * (index + 1))
-        result = ansible.ok('qemu_blockdev_backup', {'socket': vm.socket, 'target_dir': repo,
-                                                     'fleece_dir': workdir, 'level': level})
-        points.append((result['backup_id'], result['level'],
-                       dict((d, vm.save_shadow(d, 'p%d' % index)) for d in ('vda', 'vdb'))))
-    return repo, points
 
 
 def test_every_point_restores_exactly_in_both_formats(vm, ansible, workdir, history):

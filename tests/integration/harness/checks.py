@@ -8,6 +8,7 @@ through its chain and comparing it with what the guest had at its instant."""
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import hashlib
 import os
 import subprocess
 from contextlib import contextmanager
@@ -36,6 +37,19 @@ def assert_restores_to(vm, result, shadows):
         identical, output = vm.qemu.compare(item['file'], shadows[item['disk']], 'qcow2', 'raw')
         assert identical, 'backup %s of %s differs from the guest at its instant: %s' % (
             result['backup_id'], item['disk'], output)
+
+
+def tree_digest(path):
+    """Every file below ``path`` with its content hash, mode and mtime."""
+    found = {}
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            full = os.path.join(root, name)
+            with open(full, 'rb') as handle:
+                digest = hashlib.sha256(handle.read()).hexdigest()
+            st = os.stat(full)
+            found[os.path.relpath(full, path)] = (digest, st.st_mode, st.st_mtime_ns)
+    return found
 
 
 def repository_files(path):

@@ -152,3 +152,45 @@ def test_manifests_are_read_once_until_the_repository_changes(repo, monkeypatch)
     assert len(reads) == 1
     make_backup(repo, 'a', 'b', 'incremental', 2.0, parent='a')
     assert repo.latest_chain().last.id == 'b' and len(reads) == 3
+
+
+def test_a_chain_or_manifest_removed_while_listed_is_skipped(repo, monkeypatch):
+    """A verify lists the chains while a backup cleans up or prunes: what
+    vanished between the listing and the read is not there, not damage."""
+    make_backup(repo, 'c1', '20260101T000000Z-0001', 'full', 1)
+    make_backup(repo, 'c2', '20260102T000000Z-0002', 'full', 2)
+    make_backup(repo, 'c2', '20260103T000000Z-0003', 'incremental', 3, parent='20260102T000000Z-0002')
+    real_listdir, real_open = os.listdir, open
+
+    def listdir(path):
+        if os.path.basename(path) == 'c1':
+            raise OSError(2, 'No such file or directory', path)
+        return real_listdir(path)
+
+    def vanishing_open(path, *args, **kwargs):
+        if str(path).endswith('-0003.json'):
+            raise IOError(2, 'No such file or directory', path)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, 'listdir', listdir)
+    monkeypatch.setattr(os.path, 'exists', lambda path: not str(path).endswith('-0003.json'))
+    monkeypatch.setattr('builtins.open', vanishing_open)
+    repo._changed()
+    dirs = repo.chain_dirs()
+    assert sorted(dirs) == ['c2']
+    assert [b.id for b in dirs['c2'].backups] == ['20260102T000000Z-0002'] and dirs['c2'].unreadable == []
+
+
+def test_a_chain_directory_that_cannot_be_listed_for_another_reason_is_an_error(repo, monkeypatch):
+    make_backup(repo, 'c1', '20260101T000000Z-0001', 'full', 1)
+    real_listdir = os.listdir
+
+    def listdir(path):
+        if os.path.basename(path) == 'c1':
+            raise OSError(13, 'Permission denied', path)
+        return real_listdir(path)
+
+    monkeypatch.setattr(os, 'listdir', listdir)
+    repo._changed()
+    with pytest.raises(OSError):
+        repo.chain_dirs()

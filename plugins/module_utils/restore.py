@@ -11,6 +11,7 @@ import os
 
 from ansible_collections.vmbackup.qemu.plugins.module_utils import qemu_img
 from ansible_collections.vmbackup.qemu.plugins.module_utils.catalog import ancestry, newest, open_vm, record_problems
+from ansible_collections.vmbackup.qemu.plugins.module_utils.encryption import passphrase_from, restore_key_problem
 from ansible_collections.vmbackup.qemu.plugins.module_utils.errors import RestoreError, VMBackupError
 from ansible_collections.vmbackup.qemu.plugins.module_utils.paths import fsync_directory, is_inside
 
@@ -32,10 +33,11 @@ def find_backup(repo, backup_id=None):
         repo.vm_name, backup_id, ', '.join(known) or 'none'), backups=known)
 
 
-def check_chain(chain, backup, disk):
-    """The images a restore of ``disk`` reads, full first; each must be whole.
-    They are checked several at a time, all before anything is written; the
-    first missing or damaged image, full first, is the one reported."""
+def check_chain(chain, backup, disk, secret=None):
+    """The images a restore of ``disk`` reads, full first; each must be whole
+    (an encrypted one is opened with ``secret``, its passphrase). They are
+    checked several at a time, all before anything is written; the first
+    missing or damaged image, full first, is the one reported."""
     links = ancestry(chain, backup)
     for link in links:
         problems = record_problems(chain, link)
@@ -45,7 +47,7 @@ def check_chain(chain, backup, disk):
                                    disk, backup.id, link.id, link.manifest_path, '; '.join(problems)),
                                manifest=link.manifest_path)
     files = [link.image(disk) for link in links]
-    checks = qemu_img.check_all([path for path in files if os.path.isfile(path)])
+    checks = qemu_img.check_all([path for path in files if os.path.isfile(path)], secret=secret)
     for link, path in zip(links, files):
         if path not in checks:
             raise RestoreError('cannot restore %s of backup %s: the chain is broken, %s (backup %s) is '
@@ -68,13 +70,19 @@ def existing_format(path):
 class DiskRestore(object):
     """One disk of one backup into one destination file."""
 
-    def __init__(self, chain, backup, disk, dest, dest_format):
+    def __init__(self, chain, backup, disk, dest, dest_format, secret=None):
         self.backup = backup
         self.disk = disk
         self.dest = dest
         self.format = dest_format
-        self.files = check_chain(chain, backup, disk)
+        self.secret = secret      # the passphrase of an encrypted chain
+        self.files = check_chain(chain, backup, disk, secret)
         self.source = self.files[-1]
+
+    def same_as_source(self, path):
+        """Whether the image ``path`` (in the asked format) holds this point."""
+        return qemu_img.compare(path, self.source, self.format, 'qcow2', secret=self.secret,
+                                second_layers=len(self.files))
 
     def already_there(self):
         """True when ``dest`` holds exactly this point, in the asked format."""
@@ -82,7 +90,7 @@ class DiskRestore(object):
             return False
         if existing_format(self.dest) != self.format:
             return False
-        return qemu_img.compare(self.dest, self.source, self.format, 'qcow2')
+        return self.same_as_source(self.dest)
 
     def write(self, verify):
         """Convert into a temporary file beside ``dest`` (on disk when qemu-img
@@ -92,8 +100,8 @@ class DiskRestore(object):
         directory = os.path.dirname(os.path.abspath(self.dest))
         tmp = os.path.join(directory, '.%s.%d.partial' % (os.path.basename(self.dest), os.getpid()))
         try:
-            qemu_img.convert(self.source, tmp, self.format)
-            if verify and not qemu_img.compare(tmp, self.source, self.format, 'qcow2'):
+            qemu_img.convert(self.source, tmp, self.format, secret=self.secret, layers=len(self.files))
+            if verify and not self.same_as_source(tmp):
                 raise RestoreError('restored %s differs from backup %s: the restore was discarded' % (
                     self.disk, self.backup.id))
             os.rename(tmp, self.dest)
@@ -149,11 +157,16 @@ def restore(params, check_mode):
     refuse_inside_repository(params['dest'], params['target_dir'])
     repo = open_vm(params['target_dir'], params['vm_name'])
     chain, backup = find_backup(repo, params.get('backup_id'))
+    passphrase = passphrase_from(params)
+    problem = restore_key_problem(backup.id, backup.encryption, passphrase)
+    if problem:
+        raise RestoreError(problem, encrypted=True)
+    secret = passphrase if backup.encryption is not None else None
     fmt = params['format']
     plan = restore_plan(params, backup)
     for _disk, dest in plan:
         refuse_inside_repository(dest, params['target_dir'])
-    restores = [DiskRestore(chain, backup, disk, dest, fmt) for disk, dest in plan]
+    restores = [DiskRestore(chain, backup, disk, dest, fmt, secret) for disk, dest in plan]
     todo = []
     for item in restores:
         if item.already_there():
@@ -174,6 +187,7 @@ def restore(params, check_mode):
         'dest': params['dest'],
         'format': fmt,
         'verified': bool(params.get('verify')) and not check_mode,
+        'encrypted': secret is not None,
         'disks': [{
             'disk': item.disk, 'dest': item.dest, 'chain': item.files,
             'changed': item in todo, 'virtual_size': backup.disks[item.disk].get('virtual_size'),

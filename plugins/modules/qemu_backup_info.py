@@ -17,6 +17,9 @@ description:
   - With O(verify=true), checks every image (C(qemu-img check)) and every chain (each backing file present and the one
     its manifest names, manifests consistent, no orphan or incomplete files). Findings are listed in RV(problems), not
     raised, so that a play can report them; the module fails only on bad input.
+  - Encrypted backups are listed and verified without their key. C(qemu-img check) cannot open an encrypted image
+    without it, so their images are checked by what C(qemu-img info) reads without the key (the qcow2 header, the
+    LUKS header, the backing file, the size); each must be encrypted exactly when its manifest says so.
   - Never modifies the repository.
 author:
   - vmbackup.qemu developers (@vmbackup-qemu)
@@ -80,8 +83,8 @@ chains:
       description: The chain's id (the id of its full backup).
       type: str
     backups:
-      description: Its backups, oldest first, each with C(id), C(level), C(time), C(parent), C(restorable) (with
-        O(verify=true)) and C(disks) (C(disk), C(file), C(size) in bytes on disk, C(virtual_size)).
+      description: Its backups, oldest first, each with C(id), C(level), C(time), C(parent), C(encrypted),
+        C(restorable) (with O(verify=true)) and C(disks) (C(disk), C(file), C(size) in bytes on disk, C(virtual_size)).
       type: list
       elements: dict
 newest:

@@ -162,3 +162,35 @@ def test_a_killed_encrypted_run_leaves_a_secret_the_next_run_removes(vm, ansible
     result = ansible.ok('qemu_blockdev_backup', backup_args(vm, repo, encryption_key_file=key))
     assert any(item.startswith('secret object vmb-') for item in result['cleaned']), result['cleaned']
     assert vm.leftovers() == []
+
+
+ROLE_PLAY = '''
+- hosts: localhost
+  gather_facts: false
+  roles:
+    - role: vmbackup.qemu.%s
+'''
+
+
+def test_the_roles_pass_the_key_file_through(vm, ansible, repo, workdir):
+    passphrase = 'role-passphrase-%s' % os.urandom(6).hex()
+    key = key_file(workdir, 'key', passphrase)
+    vm.write('vda', 0, 2 * MIB, 0x5d)
+    rc, output, stats = ansible.playbook(ROLE_PLAY % 'backup', {
+        'qemu_backup_target_dir': repo, 'qemu_backup_fleece_dir': workdir, 'qemu_backup_poll_interval': 1,
+        'qemu_backup_verify': True, 'qemu_backup_encryption_key_file': key,
+        'qemu_backup_vms': [{'name': vm.name, 'socket': vm.socket}]})
+    assert rc == 0, output
+    assert passphrase not in output
+    images = [f for f in repository_files(repo) if f.endswith('.qcow2')]
+    assert len(images) == 2 and all(vm.qemu.info(f)['encrypted'] for f in images)
+    shadows = guest_content(vm, 'role')
+    dest = os.path.join(workdir, 'restored')
+    restore = {'qemu_restore_target_dir': repo, 'qemu_restore_vm': vm.name, 'qemu_restore_dest': dest,
+               'qemu_restore_format': 'raw'}
+    rc, output, _stats = ansible.playbook(ROLE_PLAY % 'restore', restore)
+    assert rc != 0 and 'is encrypted: give its key' in output
+    rc, output, _stats = ansible.playbook(ROLE_PLAY % 'restore', dict(restore, qemu_restore_encryption_key_file=key))
+    assert rc == 0, output
+    for disk in ('vda', 'vdb'):
+        assert vm.qemu.compare(os.path.join(dest, disk + '.raw'), shadows[disk], 'raw', 'raw')[0]

@@ -28,7 +28,7 @@ options:
       - The passphrase itself, for example from Ansible Vault, instead of O(encryption_key_file). Never logged.
     type: str
 notes:
-  - LUKS key slots are made with an iteration time of 200 ms (QEMU's default is 2000 ms): each image of a chain is
-    opened with that cost by QEMU when a backup starts and by C(qemu-img) on every check and restore. A random
-    passphrase needs no key stretching.
+  - LUKS key slots are made with an iteration time of 200 ms (QEMU's default is 2000 ms). That is the cost of each
+    opening of an image, by QEMU when a backup starts and by C(qemu-img) per layer of a chain on every check and
+    restore. A random passphrase needs no key stretching.
 '''

@@ -194,3 +194,12 @@ def test_the_roles_pass_the_key_file_through(vm, ansible, repo, workdir):
     assert rc == 0, output
     for disk in ('vda', 'vdb'):
         assert vm.qemu.compare(os.path.join(dest, disk + '.raw'), shadows[disk], 'raw', 'raw')[0]
+
+
+def test_a_failed_encrypted_run_removes_its_secret_object(vm, ansible, repo, workdir):
+    key = key_file(workdir, 'key', 'a passphrase')
+    vm.write('vda', 0, 8 * MIB, 0x71)
+    failure = ansible.failed('qemu_blockdev_backup', backup_args(vm, repo, encryption_key_file=key,
+                                                                 speed=256 * 1024, job_timeout=2))
+    assert 'did not finish within 2 s' in failure['msg']
+    assert vm.leftovers() == [] and repository_files(repo) == []

@@ -85,6 +85,8 @@ bench: $(VENV)/.bench-installed qemu10
 	$(VPY) bench/backup_cost.py
 	$(Q10) $(VPY) bench/backup_cost.py
 	$(Q10) $(VPY) bench/digest_cost.py
+	$(VPY) bench/encryption_cost.py
+	$(Q10) $(VPY) bench/encryption_cost.py
 	$(VPY) bench/fleece_size.py
 	$(Q10) $(VPY) bench/fleece_size.py
 	$(Q10) $(VPY) bench/restore_chain.py

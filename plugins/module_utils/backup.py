@@ -24,6 +24,13 @@ import os
 import time
 
 from ansible_collections.vmbackup.qemu.plugins.module_utils import qemu_img
+from ansible_collections.vmbackup.qemu.plugins.module_utils.encryption import (
+    ENCRYPTION_FORMAT,
+    KEY_OPTIONS,
+    chain_key_problem,
+    new_encryption,
+    passphrase_from,
+)
 from ansible_collections.vmbackup.qemu.plugins.module_utils.errors import (
     BackupError,
     GuestAgentError,
@@ -49,6 +56,7 @@ from ansible_collections.vmbackup.qemu.plugins.module_utils.names import (
     inc_bitmap,
     node_name,
     push_job,
+    secret_object,
 )
 from ansible_collections.vmbackup.qemu.plugins.module_utils.qmp import (
     JOB_CONCLUDED,
@@ -101,10 +109,12 @@ def job_perf(vm, fleecing):
     return perf
 
 
-def needed_features(level, fleecing):
+def needed_features(level, fleecing, encrypted=False):
     """What the run's options need of QEMU: [(schema.FEATURES name, the
     option that needs it)], checked before anything changes."""
     needs = [('blockdev_backup', 'a push backup'), ('jobs', 'a push backup')]
+    if encrypted:
+        needs.append(('luks_targets', KEY_OPTIONS))
     if level != 'copy':
         needs.append(('bitmap_transactions', 'level: %s (dirty bitmaps taken at the instant of the backup)'
                       % level))
@@ -113,10 +123,14 @@ def needed_features(level, fleecing):
     return needs
 
 
-def chain_problem(chain, disks, level):
-    """Why ``level`` cannot build on ``chain`` for ``disks`` (None if it can)."""
+def chain_problem(chain, disks, level, passphrase=None):
+    """Why ``level`` cannot build on ``chain`` for ``disks``, encrypted with
+    ``passphrase`` (None: not encrypted); None if it can."""
     if chain is None:
         return 'the repository has no full backup of this VM yet'
+    problem = chain_key_problem(chain.id, chain.full.encryption, passphrase)
+    if problem:
+        return problem
     last = chain.last if level == 'incremental' else chain.full
     names = sorted(d.name for d in disks)
     if sorted(last.disks) != names:
@@ -159,7 +173,7 @@ class RunState(object):
     """What one backup run has made so far: the steps of BackupRun._take
     fill it in, and its one rollback undoes what it holds."""
 
-    def __init__(self, repo, disks, level, chain):
+    def __init__(self, repo, disks, level, chain, passphrase=None):
         self.repo = repo
         self.disks = disks
         self.level = level
@@ -175,6 +189,11 @@ class RunState(object):
         self.source_bitmaps = {}  # disk name -> (node, bitmap) an incremental copies
         self.jobs = {}            # job id -> disk, until dismissed
         self.view = None          # the FleeceView, until torn down
+        self.passphrase = passphrase
+        # The manifest's record: a new chain (or copy) gets a new salt.
+        self.encryption = None if passphrase is None else (
+            self.parent.encryption if self.parent is not None else new_encryption(passphrase))
+        self.secret = None        # our secret object in QEMU, until deleted
 
 
 class BackupRun(VMRun):
@@ -184,6 +203,7 @@ class BackupRun(VMRun):
         super(BackupRun, self).__init__(vm, params, warn, check_mode)
         self.run_id = os.urandom(3).hex()
         self.fleecing = None         # decided once per run by _fleecing_wanted
+        self.passphrase = None       # read once per run by run()
         self.result = {'changed': False, 'skipped_disks': [], 'cleaned': [], 'cbw_timeout': None,
                        'fleecing_route': None}
 
@@ -207,7 +227,7 @@ class BackupRun(VMRun):
             return asked, 'asked for', None
         chain = base_chain(repo) if repo.exists() else None
         if asked == 'auto':
-            problem = chain_problem(chain, disks, 'incremental')
+            problem = chain_problem(chain, disks, 'incremental', self.passphrase)
             if problem:
                 return 'full', 'a new full backup, because ' + problem, None
             full_every = self.params.get('full_every') or 0
@@ -215,7 +235,7 @@ class BackupRun(VMRun):
                 return 'full', 'a new full backup, because chain %s has %d backups (full_every: %d)' % (
                     chain.id, len(chain.backups), full_every), None
             return 'incremental', 'incremental on chain %s' % chain.id, chain
-        problem = chain_problem(chain, disks, asked)
+        problem = chain_problem(chain, disks, asked, self.passphrase)
         if problem:
             raise BackupError('cannot take %s %s backup: %s. Take a full backup (level: full or auto)'
                               % ('an' if asked[0] in 'aeiou' else 'a', asked, problem))
@@ -248,10 +268,11 @@ class BackupRun(VMRun):
         disks, skipped = self.select()
         self.result['skipped_disks'] = skipped
         self.fleecing = fleecing = self._fleecing_wanted()
-        self.result['discard_source'] = self.discard_source
+        self.passphrase = passphrase_from(params)
+        self.result.update(discard_source=self.discard_source, encrypted=self.passphrase is not None)
         # Before anything changes, and in check mode alike ('copy' is the
         # only level without bitmaps, and it is never decided, only asked).
-        for feature, option in needed_features(params.get('level') or 'auto', fleecing):
+        for feature, option in needed_features(params.get('level') or 'auto', fleecing, self.passphrase is not None):
             vm.features.require(feature, option)
         refuse_beside_a_view(vm, 'a backup')   # its cleanup would take the view for debris
         if fleecing:
@@ -310,7 +331,7 @@ class BackupRun(VMRun):
     def _take(self, repo, disks, level, chain):
         """Take the backup as named steps over one RunState; any failure
         goes through the one rollback, which reads that state."""
-        state = RunState(repo, disks, level, chain)
+        state = RunState(repo, disks, level, chain, self.passphrase)
         self.result.update(changed=True, backup_id=state.backup_id, chain=state.chain_id,
                            fleecing=self.fleecing, parent=state.parent.id if state.parent else None)
         try:
@@ -332,17 +353,23 @@ class BackupRun(VMRun):
 
     def _prepare_targets(self, state):
         """An empty qcow2 image per disk (backed by the parent's image) and
-        our node over it, for the push jobs to write into."""
+        our node over it, for the push jobs to write into. Encrypted, QEMU
+        gets the passphrase over QMP as a secret object the nodes name."""
         state.repo.chain_dir(state.chain_id, create=True)
+        target = {'driver': 'qcow2', 'backing': None}
+        if state.passphrase is not None:
+            secret = secret_object(self.run_id)
+            self.vm.qmp.execute('object-add', {'qom-type': 'secret', 'id': secret, 'data': state.passphrase})
+            state.secret = secret
+            target['encrypt'] = {'format': ENCRYPTION_FORMAT, 'key-secret': secret}
         for index, disk in enumerate(state.disks):
             partial = state.repo.partial_image(state.chain_id, state.backup_id, disk.name)
             backing = os.path.basename(state.parent.image(disk.name)) if state.parent else None
             state.images.append(partial)
-            qemu_img.create_qcow2(partial, disk.virtual_size, backing)
+            qemu_img.create_qcow2(partial, disk.virtual_size, backing, secret=state.passphrase)
             node = node_name(self.run_id, 'tgt', index)
-            self.vm.qmp.execute('blockdev-add', {
-                'driver': 'qcow2', 'node-name': node, 'backing': None,
-                'file': {'driver': 'file', 'filename': partial}})
+            self.vm.qmp.execute('blockdev-add', dict(target, **{
+                'node-name': node, 'file': {'driver': 'file', 'filename': partial}}))
             state.targets[disk.name] = node
 
     def _bitmap_actions(self, state):
@@ -443,6 +470,9 @@ class BackupRun(VMRun):
             state.view = None
         for disk_name in list(state.targets):
             self.vm.qmp.execute('blockdev-del', {'node-name': state.targets.pop(disk_name)})
+        if state.secret is not None:
+            self.vm.qmp.execute('object-del', {'id': state.secret})
+            state.secret = None
 
     def _publish(self, state):
         """Write the manifest that makes the backup visible to restores."""
@@ -493,6 +523,7 @@ class BackupRun(VMRun):
             'vm': state.repo.vm_name, 'repository': repo_id, 'qemu': self.vm.version,
             'fleecing': self.fleecing, 'fleecing_route': self.result['fleecing_route'], 'frozen': self.result['frozen'],
             'pause_seconds': self.result.get('pause_seconds', 0.0), 'disks': records,
+            'encryption': state.encryption,
         }
 
     def _route(self, disks, run_state):
@@ -575,6 +606,8 @@ class BackupRun(VMRun):
                 attempt('fleecing teardown', state.view.teardown)
             for target in state.targets.values():
                 attempt('remove ' + target, ignore_missing, qmp.execute, 'blockdev-del', {'node-name': target})
+            if state.secret is not None:
+                attempt('remove ' + state.secret, ignore_missing, qmp.execute, 'object-del', {'id': state.secret})
             # Without fleecing the frozen copies sit on the disks' nodes; with
             # it they went with the snapshot nodes.
             actions = [('block-dirty-bitmap-remove', {'node': node, 'name': name})

@@ -108,7 +108,7 @@ def describe(repo):
             'id': chain.id,
             'backups': [{
                 'id': b.id, 'level': b.level, 'time': b.manifest.get('time_iso'),
-                'parent': b.parent,
+                'parent': b.parent, 'encrypted': b.encryption is not None,
                 'disks': [{'disk': d['disk'], 'file': b.image(d['disk']),
                            'size': _size(b.image(d['disk'])), 'virtual_size': d.get('virtual_size')}
                           for d in b.manifest['disks']],
@@ -216,7 +216,9 @@ class Verifier(object):
             self.problem('image is missing', **where)
             self.bad_images.add(path)
             return
-        code, output = qemu_img.check(path)
+        # qemu-img check must open an encrypted image with its key, which
+        # info never has: its header, LUKS header and backing are read below.
+        code, output = qemu_img.check(path) if backup.encryption is None else (qemu_img.CHECK_OK, '')
         if code == qemu_img.CHECK_LEAKS:
             self.problem('qemu-img check found leaked clusters (wasted space, data intact)',
                          severity='warning', **where)
@@ -230,6 +232,12 @@ class Verifier(object):
             self.problem('image cannot be read: %s' % exc.msg, **where)
             self.bad_images.add(path)
             return
+        encrypted = ((info.get('format-specific') or {}).get('data') or {}).get('encrypt', {}).get('format')
+        if encrypted != ((backup.encryption or {}).get('format')):
+            self.problem('image is %s, the manifest says %s' % (
+                'encrypted (%s)' % encrypted if encrypted else 'not encrypted',
+                'encrypted' if backup.encryption else 'not encrypted'), **where)
+            self.bad_images.add(path)
         if info.get('virtual-size') != record.get('virtual_size'):
             self.problem('virtual size %s differs from the manifest\'s %s' % (
                 info.get('virtual-size'), record.get('virtual_size')), **where)

@@ -81,6 +81,10 @@ class RestoreError(VMBackupError):
     """A restore cannot be done as asked."""
 
 
+class EncryptionError(VMBackupError):
+    """An encryption key that cannot be read, or does not fit the backups."""
+
+
 class VMBusyError(VMBackupError):
     """Another run of the collection holds the VM."""
 

@@ -45,6 +45,19 @@ def remove_exports(vm, mine):
     return ['export %s' % export for export in doomed]
 
 
+def _remove_secrets(vm, mine):
+    """Our secret objects (an encrypted backup's passphrase), once no node
+    names them any more; returns what was removed, in words."""
+    if not vm.features.has('luks_targets'):
+        return []
+    removed = []
+    for child in vm.qmp.execute('qom-list', {'path': '/objects'}):
+        if mine(child['name']) and child.get('type') == 'child<secret>':
+            if ignore_missing(vm.qmp.execute, 'object-del', {'id': child['name']}):
+                removed.append('secret object %s' % child['name'])
+    return removed
+
+
 def remove_leftovers(vm, fleece_dir=None, job_timeout=60, views=False):
     """Remove every job, export, node and fleece file a killed run of ours
     left; with ``views``, instead, everything of a qemu_fleece view.
@@ -93,6 +106,7 @@ def remove_leftovers(vm, fleece_dir=None, job_timeout=60, views=False):
     # Format nodes before the protocol nodes they sit on.
     delete([n for n in remaining if nodes[n].get('drv') != 'file'])
     delete([n for n in remaining if nodes[n].get('drv') == 'file'])
+    removed += _remove_secrets(vm, mine)
     for name in ours:
         filename = nodes[name].get('file', '')
         if filename.endswith(FLEECE_SUFFIX) and os.path.exists(filename):

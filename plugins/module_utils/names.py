@@ -61,6 +61,15 @@ def is_fleece_job(name):
     return role_of(name) == FLEECE_JOB_ROLE
 
 
+# The secret object (an encrypted backup's passphrase in QEMU), one per run:
+# removed with the run's target nodes, or by the next run's cleanup.
+SECRET_ROLE = 'sec'
+
+
+def secret_object(run_id):
+    return node_name(run_id, SECRET_ROLE, 0)
+
+
 # A point-in-time view that outlives a module run (qemu_fleece) has one
 # fixed run id, so that its nodes, jobs, exports and fleece files are told
 # from a killed backup run's debris by their names alone.

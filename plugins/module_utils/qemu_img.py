@@ -10,6 +10,7 @@ __metaclass__ = type
 import json
 from concurrent.futures import ThreadPoolExecutor
 
+from ansible_collections.vmbackup.qemu.plugins.module_utils.encryption import ENCRYPTION_FORMAT, LUKS_ITER_TIME_MS
 from ansible_collections.vmbackup.qemu.plugins.module_utils.errors import QemuImgError
 
 QEMU_IMG = 'qemu-img'
@@ -18,6 +19,9 @@ QEMU_IMG = 'qemu-img'
 CHECK_OK, CHECK_CORRUPT, CHECK_LEAKS = 0, 2, 3
 # How many checks check_all() runs at a time.
 CHECK_JOBS = 4
+# The id under which qemu-img knows an encrypted image's passphrase, which
+# it reads from its stdin: never from its command line.
+SECRET_ID = 'vmb-key'
 
 # What runs qemu-img: the module of this process (module.run_guarded binds
 # it), through its get_bin_path and run_command.
@@ -40,22 +44,50 @@ def _binary():
     return _runner['path']
 
 
-def run(args, check=True, umask=None):
-    """Run ``qemu-img ARGS``; return (returncode, stdout, stderr)."""
+def run(args, check=True, umask=None, secret=None):
+    """Run ``qemu-img ARGS``; return (returncode, stdout, stderr). A
+    ``secret`` (passphrase) goes to qemu-img's stdin as the object SECRET_ID."""
     binary = _binary()
-    code, out, err = _runner['module'].run_command([binary] + list(args), umask=umask)
+    args = list(args)
+    options = {'umask': umask}
+    if secret is not None:
+        args[1:1] = ['--object', 'secret,id=%s,file=/dev/stdin' % SECRET_ID]
+        # binary_data: no newline appended, it would be part of the passphrase.
+        options.update(data=secret, binary_data=True)
+    code, out, err = _runner['module'].run_command([binary] + args, **options)
     if check and code != 0:
         raise QemuImgError('qemu-img %s failed: %s' % (args[0], (err + out).strip()))
     return code, out, err
 
 
-def create_qcow2(path, size, backing=None):
-    """A qcow2 image readable by its owner only; ``backing`` relative to its directory."""
-    args = ['create', '-q', '-f', 'qcow2', '-o', 'cluster_size=65536']
+def create_qcow2(path, size, backing=None, secret=None):
+    """A qcow2 image readable by its owner only; ``backing`` relative to its
+    directory; with a ``secret``, LUKS-encrypted with that passphrase."""
+    options = 'cluster_size=65536'
+    if secret is not None:
+        options += ',encrypt.format=%s,encrypt.key-secret=%s,encrypt.iter-time=%d' % (
+            ENCRYPTION_FORMAT, SECRET_ID, LUKS_ITER_TIME_MS)
+    args = ['create', '-q', '-f', 'qcow2', '-o', options]
     if backing:
         # -u: the parent need not be opened to create the child.
         args += ['-b', backing, '-F', 'qcow2', '-u']
-    run(args + [path, str(size)], umask=0o077)
+    run(args + [path, str(size)], umask=0o077, secret=secret)
+
+
+def encrypted_image(path, layers=None):
+    """A json: name of the encrypted qcow2 ``path`` that gives the secret to
+    it and to the ``layers - 1`` images below it in its backing chain (each
+    layer of a chain has its own LUKS header to open); ``layers`` None opens
+    it without its backing file."""
+    spec = {'driver': 'qcow2', 'file': {'driver': 'file', 'filename': path}, 'encrypt': {'key-secret': SECRET_ID}}
+    if layers is None:
+        spec['backing'] = None
+    else:
+        layer = spec
+        for _below in range(layers - 1):
+            layer['backing'] = {'encrypt': {'key-secret': SECRET_ID}}
+            layer = layer['backing']
+    return 'json:' + json.dumps(spec, sort_keys=True)
 
 
 def info(path, backing_chain=False):
@@ -65,39 +97,50 @@ def info(path, backing_chain=False):
     return json.loads(run(args + [path])[1])
 
 
-def check(path):
-    """Return (returncode, output) of ``qemu-img check`` (read-only)."""
-    code, out, err = run(['check', '-U', '--output=human', path], check=False)
+def check(path, secret=None):
+    """Return (returncode, output) of ``qemu-img check`` (read-only). An
+    encrypted image cannot be opened without its ``secret``."""
+    name = encrypted_image(path) if secret is not None else path
+    code, out, err = run(['check', '-U', '--output=human', name], check=False, secret=secret)
     return code, (out + err).strip()
 
 
-def check_all(paths, jobs=CHECK_JOBS):
+def check_all(paths, jobs=CHECK_JOBS, secret=None):
     """``{path: (returncode, output)}`` of ``qemu-img check`` of every path,
     ``jobs`` at a time. Each check is a process of its own: on a chain of tens
     of small images, starting them costs more than their reading, and a
     repository on a share adds a round trip to each."""
     with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(paths)))) as pool:
-        return dict(zip(paths, pool.map(check, paths)))
+        return dict(zip(paths, pool.map(lambda path: check(path, secret), paths)))
 
 
-def compare(first, second, first_format=None, second_format=None):
-    """True when the guest-visible content is the same (read-only)."""
+def compare(first, second, first_format=None, second_format=None, secret=None, second_layers=1):
+    """True when the guest-visible content is the same (read-only). With a
+    ``secret``, ``second`` is the top of an encrypted chain of ``second_layers``."""
     args = ['compare', '-U']
     if first_format:
         args += ['-f', first_format]
-    if second_format:
+    if secret is not None:
+        second = encrypted_image(second, second_layers)
+    elif second_format:
         args += ['-F', second_format]
-    code, out, err = run(args + [first, second], check=False)
+    code, out, err = run(args + [first, second], check=False, secret=secret)
     if code not in (0, 1):
         raise QemuImgError('qemu-img compare of %s and %s failed: %s' % (first, second, (err + out).strip()))
     return code == 0
 
 
-def convert(source, dest, dest_format):
+def convert(source, dest, dest_format, secret=None, layers=1):
     """Copy the guest-visible content of ``source`` (through its backing chain)
     into a new sparse image ``dest``, flushed to disk before qemu-img exits
-    (``-t writeback``: convert's default cache mode, unsafe, never flushes)."""
-    args = ['convert', '-q', '-t', 'writeback', '-f', 'qcow2', '-O', dest_format, '-m', '8', '-W']
+    (``-t writeback``: convert's default cache mode, unsafe, never flushes).
+    With a ``secret``, ``source`` is the top of an encrypted chain of
+    ``layers``; ``dest`` is not encrypted."""
+    args = ['convert', '-q', '-t', 'writeback', '-O', dest_format, '-m', '8', '-W']
     if dest_format == 'qcow2':
         args += ['-o', 'cluster_size=65536']
-    run(args + [source, dest], umask=0o077)
+    if secret is not None:
+        source = encrypted_image(source, layers)
+    else:
+        args += ['-f', 'qcow2']
+    run(args + [source, dest], umask=0o077, secret=secret)

@@ -155,6 +155,12 @@ class Backup(object):
         return os.path.join(self.chain_dir, self.disks[disk]['file'])
 
     @property
+    def encryption(self):
+        """{format, fingerprint} of an encrypted backup; None if it is not
+        (manifests written before encryption existed have no such key)."""
+        return self.manifest.get('encryption')
+
+    @property
     def manifest_path(self):
         return os.path.join(self.chain_dir, self.id + MANIFEST_SUFFIX)
 

@@ -11,6 +11,7 @@ import os
 
 from ansible_collections.vmbackup.qemu.plugins.module_utils import qemu_img
 from ansible_collections.vmbackup.qemu.plugins.module_utils.catalog import ancestry, newest, open_vm, record_problems
+from ansible_collections.vmbackup.qemu.plugins.module_utils.encryption import passphrase_from, restore_key_problem
 from ansible_collections.vmbackup.qemu.plugins.module_utils.errors import RestoreError, VMBackupError
 from ansible_collections.vmbackup.qemu.plugins.module_utils.paths import fsync_directory, is_inside
 from ansible_collections.vmbackup.qemu.plugins.module_utils.repository import digest_all, digest_differs, has_digest
@@ -33,16 +34,17 @@ def find_backup(repo, backup_id=None):
         repo.vm_name, backup_id, ', '.join(known) or 'none'), backups=known)
 
 
-def check_chain(chain, backup, disk, force=False, warn=None):
+def check_chain(chain, backup, disk, force=False, warn=None, secret=None):
     """The images a restore of ``disk`` reads, full first; each must be whole
-    and match its digest (unless ``force``: then ``warn``). They are checked
-    several at a time, all before anything is written; the first missing or
-    damaged image, full first, is the one reported."""
+    (an encrypted one is opened with ``secret``, its passphrase) and match
+    its digest (unless ``force``: then ``warn``). They are checked several
+    at a time, all before anything is written; the first missing or damaged
+    image, full first, is the one reported."""
     links = ancestry(chain, backup)
     _check_records(chain, backup, disk, links)
     files = [link.image(disk) for link in links]
     present = [path for path in files if os.path.isfile(path)]
-    checks = qemu_img.check_all(present)
+    checks = qemu_img.check_all(present, secret=secret)
     for link, path in zip(links, files):
         if path not in checks:
             raise RestoreError('cannot restore %s of backup %s: the chain is broken, %s (backup %s) is '
@@ -100,13 +102,19 @@ def existing_format(path):
 class DiskRestore(object):
     """One disk of one backup into one destination file."""
 
-    def __init__(self, chain, backup, disk, dest, dest_format, force=False, warn=None):
+    def __init__(self, chain, backup, disk, dest, dest_format, force=False, warn=None, secret=None):
         self.backup = backup
         self.disk = disk
         self.dest = dest
         self.format = dest_format
-        self.files = check_chain(chain, backup, disk, force, warn)
+        self.secret = secret      # the passphrase of an encrypted chain
+        self.files = check_chain(chain, backup, disk, force, warn, secret)
         self.source = self.files[-1]
+
+    def same_as_source(self, path):
+        """Whether the image ``path`` (in the asked format) holds this point."""
+        return qemu_img.compare(path, self.source, self.format, 'qcow2', secret=self.secret,
+                                second_layers=len(self.files))
 
     def already_there(self):
         """True when ``dest`` holds exactly this point, in the asked format."""
@@ -114,7 +122,7 @@ class DiskRestore(object):
             return False
         if existing_format(self.dest) != self.format:
             return False
-        return qemu_img.compare(self.dest, self.source, self.format, 'qcow2')
+        return self.same_as_source(self.dest)
 
     def write(self, verify):
         """Convert into a temporary file beside ``dest`` (on disk when qemu-img
@@ -124,8 +132,8 @@ class DiskRestore(object):
         directory = os.path.dirname(os.path.abspath(self.dest))
         tmp = os.path.join(directory, '.%s.%d.partial' % (os.path.basename(self.dest), os.getpid()))
         try:
-            qemu_img.convert(self.source, tmp, self.format)
-            if verify and not qemu_img.compare(tmp, self.source, self.format, 'qcow2'):
+            qemu_img.convert(self.source, tmp, self.format, secret=self.secret, layers=len(self.files))
+            if verify and not self.same_as_source(tmp):
                 raise RestoreError('restored %s differs from backup %s: the restore was discarded' % (
                     self.disk, self.backup.id))
             os.rename(tmp, self.dest)
@@ -181,11 +189,17 @@ def restore(params, check_mode, warn=None):
     refuse_inside_repository(params['dest'], params['target_dir'])
     repo = open_vm(params['target_dir'], params['vm_name'])
     chain, backup = find_backup(repo, params.get('backup_id'))
+    passphrase = passphrase_from(params)
+    problem = restore_key_problem(backup.id, backup.encryption, passphrase)
+    if problem:
+        raise RestoreError(problem, encrypted=True)
+    secret = passphrase if backup.encryption is not None else None
     fmt = params['format']
     plan = restore_plan(params, backup)
     for _disk, dest in plan:
         refuse_inside_repository(dest, params['target_dir'])
-    restores = [DiskRestore(chain, backup, disk, dest, fmt, params.get('force'), warn) for disk, dest in plan]
+    restores = [DiskRestore(chain, backup, disk, dest, fmt, params.get('force'), warn, secret)
+                for disk, dest in plan]
     todo = []
     for item in restores:
         if item.already_there():
@@ -206,6 +220,7 @@ def restore(params, check_mode, warn=None):
         'dest': params['dest'],
         'format': fmt,
         'verified': bool(params.get('verify')) and not check_mode,
+        'encrypted': secret is not None,
         'disks': [{
             'disk': item.disk, 'dest': item.dest, 'chain': item.files,
             'changed': item in todo, 'virtual_size': backup.disks[item.disk].get('virtual_size'),

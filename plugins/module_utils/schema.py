@@ -147,6 +147,12 @@ FEATURES = {
                          lambda s: s.has_command('block-export-add')),
     'block_graph_debug': ("x-debug-query-block-graph (QEMU 4.0)",
                           lambda s: s.has_command('x-debug-query-block-graph')),
+    'luks_targets': ("LUKS-encrypted qcow2 nodes (blockdev-add encrypt.format luks) opened with a secret object "
+                     "added over QMP (object-add qom-type secret, data)",
+                     lambda s: s.command_arg('blockdev-add', ('case', 'qcow2'), 'encrypt', ('case', 'luks'),
+                                             'key-secret')
+                     and s.command_arg('object-add', ('case', 'secret'), 'data')
+                     and s.has_command('object-del') and s.has_command('qom-list')),
     'jobs': ("the job-* commands and query-jobs (QEMU 3.0)",
              lambda s: s.has_command('query-jobs') and s.has_command('job-finalize')),
 }

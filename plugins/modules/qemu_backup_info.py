@@ -24,6 +24,9 @@ description:
     or with digests off) are reported as unverifiable (a warning), not as broken.
   - Takes no lock and can run while a backup writes into the repository. The running backup's unfinished images are
     reported as orphan files (warnings) and its backup is not listed until it is complete.
+  - Encrypted backups are listed and verified without their key. C(qemu-img check) cannot open an encrypted image
+    without it, so their images are checked by what C(qemu-img info) reads without the key (the qcow2 header, the
+    LUKS header, the backing file, the size); each must be encrypted exactly when its manifest says so.
   - Never modifies the repository.
 author:
   - vmbackup.qemu developers (@vmbackup-qemu)
@@ -88,8 +91,8 @@ chains:
       type: str
     backups:
       description:
-        - Its backups, oldest first, each with C(id), C(level), C(time), C(parent), C(restorable) and C(content) (with
-          O(verify=true)) and C(disks) (C(disk), C(file), C(size) in bytes on disk, C(virtual_size)).
+        - Its backups, oldest first, each with C(id), C(level), C(time), C(parent), C(encrypted), C(restorable) and
+          C(content) (with O(verify=true)) and C(disks) (C(disk), C(file), C(size) in bytes on disk, C(virtual_size)).
         - C(content) says whether every image a restore of the backup reads matches its recorded digest. V(verified)
           all do; V(damaged) one differs (the backup is not restorable); V(unverifiable) one has no digest (a backup
           from before digests, or taken with digests off) or the chain cannot be followed.

@@ -24,12 +24,18 @@ description:
   - The new image is written beside O(dest) under a temporary name, flushed to disk and renamed into place when
     complete (the rename made durable too), so O(dest) is never half-written, not even after a host crash; a failure
     (a full filesystem, a damaged chain) leaves nothing behind.
+  - An encrypted backup (made with O(vmbackup.qemu.qemu_blockdev_backup#module:encryption_key_file) or
+    O(vmbackup.qemu.qemu_blockdev_backup#module:encryption_passphrase)) is read with its key, given by
+    O(encryption_key_file) or O(encryption_passphrase); the restored images are not encrypted (they are created
+    readable by their owner only). Without the key, or with another one, the restore is refused before anything is
+    read, and the message says which.
   - Idempotent. A O(dest) that already holds exactly that point, in that format, is left alone.
   - Runs where the repository is mounted; it does not talk to QEMU. To put a restored disk back into a VM, stop the VM
     (or unplug the disk) and point it at the restored image.
 author:
   - vmbackup.qemu developers (@vmbackup-qemu)
 extends_documentation_fragment:
+  - vmbackup.qemu.encryption
   - vmbackup.qemu.attributes
 attributes:
   check_mode:
@@ -117,6 +123,14 @@ EXAMPLES = r'''
     backup_id: 20261122T010203Z-3f9a
     dest: /var/lib/vms/web1-restore
     format: raw
+
+- name: Restore vda of an encrypted backup
+  vmbackup.qemu.qemu_backup_restore:
+    target_dir: /backup
+    vm_name: web1
+    disk: vda
+    dest: /var/lib/vms/web1-vda-restored.qcow2
+    encryption_key_file: /etc/vmbackup/key
 '''
 
 RETURN = r'''
@@ -145,6 +159,10 @@ chain:
   elements: str
 verified:
   description: Whether the restored images were compared with the backup chain.
+  returned: success
+  type: bool
+encrypted:
+  description: Whether the backup restored is encrypted (the restored images are not).
   returned: success
   type: bool
 disks:
@@ -190,11 +208,13 @@ def main():
             format=dict(type='str', default='qcow2', choices=['qcow2', 'raw']),
             force=dict(type='bool', default=False),
             verify=dict(type='bool', default=True),
+            encryption_key_file=dict(type='path'),
+            encryption_passphrase=dict(type='str', no_log=True),
         ),
-        mutually_exclusive=[('disk', 'disks')],
+        mutually_exclusive=[('disk', 'disks'), ('encryption_key_file', 'encryption_passphrase')],
         supports_check_mode=True,
     )
-    problem = (make_absolute(module.params, ('target_dir', 'dest'))
+    problem = (make_absolute(module.params, ('target_dir', 'dest', 'encryption_key_file'))
                or vm_name_problem(module.params['vm_name'], required=True))
     if '' in (module.params['disks'] or []):
         problem = 'disks must not hold an empty string: name each disk, or leave disks out to restore every disk'

@@ -25,12 +25,16 @@ description:
     up, the backup fails and the guest's writes go on.
   - Dirty bitmaps are kept per repository, so backups of one VM into two repositories never take each other's
     changes.
+  - With O(encryption_key_file) or O(encryption_passphrase), every image is a LUKS-encrypted qcow2. An encrypted
+    backup does not join an unencrypted chain or one with another key (nor the reverse). O(level=auto) then starts a
+    new chain and says why; O(level=incremental) and O(level=differential) fail before anything changes.
   - Refused, before anything changes, while a point-in-time view of the VM made by M(vmbackup.qemu.qemu_fleece)
     exists (remove it with O(vmbackup.qemu.qemu_fleece#module:state=absent) first).
 author:
   - vmbackup.qemu developers (@vmbackup-qemu)
 extends_documentation_fragment:
   - vmbackup.qemu.qmp
+  - vmbackup.qemu.encryption
   - vmbackup.qemu.attributes
   - vmbackup.qemu.attributes.ACTION_GROUP_QMP
 attributes:
@@ -130,6 +134,7 @@ options:
   compress:
     description:
       - Write compressed qcow2 clusters.
+      - With encryption, compressed clusters are encrypted too.
     type: bool
     default: false
   digests:
@@ -197,6 +202,12 @@ EXAMPLES = r'''
     target_dir: /backup
   check_mode: true
   register: plan
+
+- name: Nightly backup, encrypted at rest
+  vmbackup.qemu.qemu_blockdev_backup:
+    socket: /run/qemu/web1.qmp
+    target_dir: /backup
+    encryption_key_file: /etc/vmbackup/key
 
 - name: Back up only the system disk, at 100 MB/s at most
   vmbackup.qemu.qemu_blockdev_backup:
@@ -322,6 +333,10 @@ pause_seconds:
       V(job) RV(fleecing_route)).
   returned: when a backup was taken (not in check mode)
   type: float
+encrypted:
+  description: Whether the backup is (in check mode, would be) encrypted.
+  returned: success
+  type: bool
 skipped_disks:
   description: Disks not backed up, and why.
   returned: success
@@ -360,7 +375,7 @@ from ansible_collections.vmbackup.qemu.plugins.module_utils.repository import TA
 def paths_and_names_problem(params):
     """Make the paths absolute (QEMU resolves relative ones against its own
     working directory); return why the paths or names cannot be used, or None."""
-    problem = make_absolute(params, ('target_dir', 'fleece_dir', 'guest_agent_socket'))
+    problem = make_absolute(params, ('target_dir', 'fleece_dir', 'guest_agent_socket', 'encryption_key_file'))
     if problem:
         return problem
     problem = vm_name_problem(params['vm_name']) if params['vm_name'] is not None else None
@@ -394,7 +409,10 @@ def main():
             job_timeout=dict(type='int'),
             full_every=dict(type='int', default=0),
             keep_chains=dict(type='int', default=0),
+            encryption_key_file=dict(type='path'),
+            encryption_passphrase=dict(type='str', no_log=True),
         ),
+        mutually_exclusive=[('encryption_key_file', 'encryption_passphrase')],
     )
     for option in ('speed', 'full_every', 'keep_chains'):
         if qmp_module.params[option] < 0:

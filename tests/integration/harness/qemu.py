@@ -458,11 +458,13 @@ class TestVM(object):
         raise AssertionError('no job %s in %s within %d s' % (job_id or 'pushing a backup', statuses, timeout))
 
     def leftovers(self):
-        """Anything of the collection still in QEMU: jobs, nodes, exports."""
+        """Anything of the collection still in QEMU: jobs, nodes, exports, objects."""
         found = ['job ' + j['id'] for j in self.qmp('query-jobs')]
         found += ['node ' + n['node-name'] for n in self.qmp('query-named-block-nodes', flat=True)
                   if n.get('node-name', '').startswith(NODE_PREFIX)]
         found += ['export ' + e['id'] for e in self.qmp('query-block-exports')]
+        found += ['object ' + o['name'] for o in self.qmp('qom-list', path='/objects')
+                  if o['name'].startswith(NODE_PREFIX)]
         for info in self.qmp('query-block'):
             drv = (info.get('inserted') or {}).get('drv')
             if drv == 'copy-before-write':

@@ -232,7 +232,7 @@ class Verifier(object):
             self.problem('image cannot be read: %s' % exc.msg, **where)
             self.bad_images.add(path)
             return
-        encrypted = ((info.get('format-specific') or {}).get('data') or {}).get('encrypt', {}).get('format')
+        encrypted = qemu_img.encryption_format(info)
         if encrypted != ((backup.encryption or {}).get('format')):
             self.problem('image is %s, the manifest says %s' % (
                 'encrypted (%s)' % encrypted if encrypted else 'not encrypted',

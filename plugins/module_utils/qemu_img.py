@@ -97,6 +97,11 @@ def info(path, backing_chain=False):
     return json.loads(run(args + [path])[1])
 
 
+def encryption_format(image_info):
+    """How the image that ``info()`` describes is encrypted ('luks'), or None."""
+    return ((image_info.get('format-specific') or {}).get('data') or {}).get('encrypt', {}).get('format')
+
+
 def check(path, secret=None):
     """Return (returncode, output) of ``qemu-img check`` (read-only). An
     encrypted image cannot be opened without its ``secret``."""
@@ -114,13 +119,18 @@ def check_all(paths, jobs=CHECK_JOBS, secret=None):
         return dict(zip(paths, pool.map(lambda path: check(path, secret), paths)))
 
 
-def compare(first, second, first_format=None, second_format=None, secret=None, second_layers=1):
+def compare(first, second, first_format=None, second_format=None, secret=None, second_layers=1,
+            first_encrypted=False):
     """True when the guest-visible content is the same (read-only). With a
-    ``secret``, ``second`` is the top of an encrypted chain of ``second_layers``."""
+    ``secret``, ``second`` is the top of an encrypted chain of
+    ``second_layers`` (unless ``second_layers`` is 0: not encrypted), and
+    ``first``, if ``first_encrypted``, an encrypted qcow2 of its own."""
     args = ['compare', '-U']
-    if first_format:
+    if first_encrypted:
+        first = encrypted_image(first, 1)
+    elif first_format:
         args += ['-f', first_format]
-    if secret is not None:
+    if secret is not None and second_layers:
         second = encrypted_image(second, second_layers)
     elif second_format:
         args += ['-F', second_format]
@@ -130,16 +140,21 @@ def compare(first, second, first_format=None, second_format=None, secret=None, s
     return code == 0
 
 
-def convert(source, dest, dest_format, secret=None, layers=1):
+def convert(source, dest, dest_format, secret=None, layers=1, encrypt_dest=False):
     """Copy the guest-visible content of ``source`` (through its backing chain)
     into a new sparse image ``dest``, flushed to disk before qemu-img exits
     (``-t writeback``: convert's default cache mode, unsafe, never flushes).
     With a ``secret``, ``source`` is the top of an encrypted chain of
-    ``layers``; ``dest`` is not encrypted."""
+    ``layers`` (unless ``layers`` is 0: not encrypted); ``dest`` (qcow2) is
+    encrypted with the same ``secret`` if ``encrypt_dest``."""
     args = ['convert', '-q', '-t', 'writeback', '-O', dest_format, '-m', '8', '-W']
     if dest_format == 'qcow2':
-        args += ['-o', 'cluster_size=65536']
-    if secret is not None:
+        options = 'cluster_size=65536'
+        if encrypt_dest:
+            options += ',encrypt.format=%s,encrypt.key-secret=%s,encrypt.iter-time=%d' % (
+                ENCRYPTION_FORMAT, SECRET_ID, LUKS_ITER_TIME_MS)
+        args += ['-o', options]
+    if secret is not None and layers:
         source = encrypted_image(source, layers)
     else:
         args += ['-f', 'qcow2']

@@ -12,7 +12,7 @@ import os
 from ansible_collections.vmbackup.qemu.plugins.module_utils import qemu_img
 from ansible_collections.vmbackup.qemu.plugins.module_utils.catalog import ancestry, newest, open_vm, record_problems
 from ansible_collections.vmbackup.qemu.plugins.module_utils.encryption import passphrase_from, restore_key_problem
-from ansible_collections.vmbackup.qemu.plugins.module_utils.errors import RestoreError, VMBackupError
+from ansible_collections.vmbackup.qemu.plugins.module_utils.errors import QemuImgError, RestoreError, VMBackupError
 from ansible_collections.vmbackup.qemu.plugins.module_utils.paths import fsync_directory, is_inside
 from ansible_collections.vmbackup.qemu.plugins.module_utils.repository import digest_all, digest_differs, has_digest
 
@@ -95,34 +95,43 @@ def _check_digests(backup, disk, links, force, warn):
             warn('force: restoring despite a digest mismatch: %s' % text)
 
 
-def existing_format(path):
-    return qemu_img.info(path).get('format')
-
-
 class DiskRestore(object):
     """One disk of one backup into one destination file."""
 
-    def __init__(self, chain, backup, disk, dest, dest_format, force=False, warn=None, secret=None):
+    def __init__(self, chain, backup, disk, dest, dest_format, force=False, warn=None, secret=None,
+                 encrypt_dest=False):
         self.backup = backup
         self.disk = disk
         self.dest = dest
         self.format = dest_format
-        self.secret = secret      # the passphrase of an encrypted chain
-        self.files = check_chain(chain, backup, disk, force, warn, secret)
+        self.secret = secret      # the passphrase: of an encrypted chain, or for an encrypted dest
+        self.encrypt_dest = encrypt_dest
+        source_secret = secret if backup.encryption is not None else None
+        self.files = check_chain(chain, backup, disk, force, warn, source_secret)
         self.source = self.files[-1]
+        self.source_layers = len(self.files) if source_secret is not None else 0
 
     def same_as_source(self, path):
         """Whether the image ``path`` (in the asked format) holds this point."""
         return qemu_img.compare(path, self.source, self.format, 'qcow2', secret=self.secret,
-                                second_layers=len(self.files))
+                                second_layers=self.source_layers, first_encrypted=self.encrypt_dest)
 
     def already_there(self):
-        """True when ``dest`` holds exactly this point, in the asked format."""
+        """True when ``dest`` holds exactly this point, in the asked format
+        and encrypted as asked."""
         if not os.path.exists(self.dest):
             return False
-        if existing_format(self.dest) != self.format:
+        dest_info = qemu_img.info(self.dest)
+        if dest_info.get('format') != self.format:
             return False
-        return self.same_as_source(self.dest)
+        if bool(qemu_img.encryption_format(dest_info)) != self.encrypt_dest:
+            return False
+        try:
+            return self.same_as_source(self.dest)
+        except QemuImgError:
+            if self.encrypt_dest:
+                return False        # encrypted with another key: not this point as asked
+            raise
 
     def write(self, verify):
         """Convert into a temporary file beside ``dest`` (on disk when qemu-img
@@ -132,7 +141,8 @@ class DiskRestore(object):
         directory = os.path.dirname(os.path.abspath(self.dest))
         tmp = os.path.join(directory, '.%s.%d.partial' % (os.path.basename(self.dest), os.getpid()))
         try:
-            qemu_img.convert(self.source, tmp, self.format, secret=self.secret, layers=len(self.files))
+            qemu_img.convert(self.source, tmp, self.format, secret=self.secret, layers=self.source_layers,
+                             encrypt_dest=self.encrypt_dest)
             if verify and not self.same_as_source(tmp):
                 raise RestoreError('restored %s differs from backup %s: the restore was discarded' % (
                     self.disk, self.backup.id))
@@ -155,6 +165,17 @@ def refuse_inside_repository(dest, target_dir):
         raise RestoreError('dest %s%s is inside the repository %s: the repository is only read; restore to '
                            'a path outside target_dir' % (dest, ' (%s)' % real if real != dest else '',
                                                           target_dir), dest=dest)
+
+
+def refuse_unencryptable_dest(dest_format, encrypt_dest, passphrase):
+    """``encrypt`` needs a qcow2 dest and a key to encrypt it with."""
+    if not encrypt_dest:
+        return
+    if dest_format != 'qcow2':
+        raise RestoreError('encrypt: true needs format: qcow2 (a %s image cannot hold LUKS encryption)' % dest_format)
+    if passphrase is None:
+        raise RestoreError('encrypt: true needs a key: give encryption_key_file or encryption_passphrase (an '
+                           'encrypted chain\'s key; the restored images are encrypted with it)')
 
 
 def _unknown_disks(backup, disks):
@@ -193,12 +214,14 @@ def restore(params, check_mode, warn=None):
     problem = restore_key_problem(backup.id, backup.encryption, passphrase)
     if problem:
         raise RestoreError(problem, encrypted=True)
-    secret = passphrase if backup.encryption is not None else None
+    encrypt_dest = bool(params.get('encrypt'))
+    refuse_unencryptable_dest(params['format'], encrypt_dest, passphrase)
+    secret = passphrase if backup.encryption is not None or encrypt_dest else None
     fmt = params['format']
     plan = restore_plan(params, backup)
     for _disk, dest in plan:
         refuse_inside_repository(dest, params['target_dir'])
-    restores = [DiskRestore(chain, backup, disk, dest, fmt, params.get('force'), warn, secret)
+    restores = [DiskRestore(chain, backup, disk, dest, fmt, params.get('force'), warn, secret, encrypt_dest)
                 for disk, dest in plan]
     todo = []
     for item in restores:
@@ -220,7 +243,8 @@ def restore(params, check_mode, warn=None):
         'dest': params['dest'],
         'format': fmt,
         'verified': bool(params.get('verify')) and not check_mode,
-        'encrypted': secret is not None,
+        'encrypted': backup.encryption is not None,
+        'dest_encrypted': encrypt_dest,
         'disks': [{
             'disk': item.disk, 'dest': item.dest, 'chain': item.files,
             'changed': item in todo, 'virtual_size': backup.disks[item.disk].get('virtual_size'),

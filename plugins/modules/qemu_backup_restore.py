@@ -27,8 +27,11 @@ description:
   - An encrypted backup (made with O(vmbackup.qemu.qemu_blockdev_backup#module:encryption_key_file) or
     O(vmbackup.qemu.qemu_blockdev_backup#module:encryption_passphrase)) is read with its key, given by
     O(encryption_key_file) or O(encryption_passphrase); the restored images are not encrypted (they are created
-    readable by their owner only). Without the key, or with another one, the restore is refused before anything is
-    read, and the message says which.
+    readable by their owner only) unless O(encrypt) asks for it. Without the key, or with another one, the restore
+    is refused before anything is read, and the message says which.
+  - With O(encrypt=true), the restored qcow2 images are LUKS-encrypted with the key given (the chain's key for an
+    encrypted chain), written so by C(qemu-img) itself, so that a restore kept on shared storage stays encrypted at
+    rest. Open them with that key (QEMU's C(encrypt.key-secret)).
   - Idempotent. A O(dest) that already holds exactly that point, in that format, is left alone.
   - Runs where the repository is mounted; it does not talk to QEMU. To put a restored disk back into a VM, stop the VM
     (or unplug the disk) and point it at the restored image.
@@ -97,6 +100,14 @@ options:
         with a warning naming it. The restored disk is then likely wrong where that image's data was damaged.
     type: bool
     default: false
+  encrypt:
+    description:
+      - Encrypt the restored images (LUKS in qcow2, like the backups) with the key given by O(encryption_key_file) or
+        O(encryption_passphrase); needs O(format=qcow2) and a key.
+      - An existing O(dest) that holds this point but is not encrypted (or is, with another key) does not count as
+        restored; O(force) replaces it.
+    type: bool
+    default: false
   verify:
     description: Compare the restored image with the backup chain it came from before putting it in place.
     type: bool
@@ -162,7 +173,11 @@ verified:
   returned: success
   type: bool
 encrypted:
-  description: Whether the backup restored is encrypted (the restored images are not).
+  description: Whether the backup restored is encrypted.
+  returned: success
+  type: bool
+dest_encrypted:
+  description: Whether the restored images are encrypted (O(encrypt)).
   returned: success
   type: bool
 disks:
@@ -208,6 +223,7 @@ def main():
             format=dict(type='str', default='qcow2', choices=['qcow2', 'raw']),
             force=dict(type='bool', default=False),
             verify=dict(type='bool', default=True),
+            encrypt=dict(type='bool', default=False),
             encryption_key_file=dict(type='path'),
             encryption_passphrase=dict(type='str', no_log=True),
         ),

@@ -152,6 +152,43 @@ def test_a_wrong_or_missing_key_is_refused_and_a_chain_keeps_one_key(vm, ansible
     assert vm.leftovers() == []
 
 
+def test_a_restore_asked_to_encrypt_stays_encrypted_with_the_key(vm, ansible, repo, workdir):
+    passphrase = 'restore passphrase %s' % os.urandom(4).hex()
+    key = key_file(workdir, 'key', passphrase)
+    vm.write('vda', 2 * MIB, 4 * MIB, 0x6d)
+    ansible.ok('qemu_blockdev_backup', backup_args(vm, repo, encryption_key_file=key))
+    vm.write('vda', 9 * MIB, MIB, 0x6e)
+    backup = ansible.ok('qemu_blockdev_backup', backup_args(vm, repo, encryption_key_file=key))
+    shadow = guest_content(vm, 'point')['vda']
+    dest = os.path.join(workdir, 'vda.qcow2')
+    restore = {'target_dir': repo, 'vm_name': vm.name, 'disk': 'vda', 'dest': dest, 'encrypt': True,
+               'encryption_key_file': key}
+    refused(ansible, workdir, vm, 'qemu_backup_restore', dict(restore, format='raw'), 'needs format: qcow2')
+    refused(ansible, workdir, vm, 'qemu_backup_restore', dict(restore, encryption_key_file=None), 'is encrypted')
+    predicted = ansible.ok('qemu_backup_restore', restore, check=True)
+    assert predicted['changed'] is True and not os.path.exists(dest)
+    restored = ansible.ok('qemu_backup_restore', restore)
+    assert restored['changed'] and restored['dest_encrypted'] is True and restored['verified'] is True
+    assert restored['backup_id'] == backup['backup_id'] and passphrase not in json.dumps(restored)
+    info = vm.qemu.info(dest)
+    assert info['encrypted'] is True and info['format-specific']['data']['encrypt']['format'] == 'luks'
+    assert oct(os.stat(dest).st_mode & 0o777) == '0o600'
+    for pattern in (0x6d, 0x6e):
+        assert files_holding([dest], bytes([pattern]) * 4096) == [], 'plaintext %#x in the restored image' % pattern
+    # Read back with the key: what the guest had at the instant.
+    plain = os.path.join(workdir, 'plain.raw')
+    ansible.ok('qemu_backup_restore', dict(restore, encrypt=False, format='raw', dest=plain))
+    identical, output = vm.qemu.compare(plain, shadow, 'raw', 'raw')
+    assert identical, output
+    assert ansible.ok('qemu_backup_restore', restore)['changed'] is False       # idempotent
+    # The plain restore is not "already restored" when encryption is asked: force replaces it.
+    as_plain = dict(restore, dest=os.path.join(workdir, 'again.qcow2'), encrypt=False)
+    ansible.ok('qemu_backup_restore', as_plain)
+    refused(ansible, workdir, vm, 'qemu_backup_restore', dict(as_plain, encrypt=True), 'force')
+    forced = ansible.ok('qemu_backup_restore', dict(as_plain, encrypt=True, force=True))
+    assert forced['changed'] and vm.qemu.info(as_plain['dest'])['encrypted'] is True
+
+
 def test_a_killed_encrypted_run_leaves_a_secret_the_next_run_removes(vm, ansible, repo, workdir):
     key = key_file(workdir, 'key', 'a passphrase')
     vm.write('vda', 0, 8 * MIB, 0x41)

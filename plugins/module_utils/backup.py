@@ -289,7 +289,6 @@ class BackupRun(VMRun):
         try:
             repo.ensure()
             repo.lock()
-            repo.start_progress(dict(this_process(), started=time.time()))
         except (IOError, OSError) as exc:
             raise BackupError('cannot use the repository %s: %s' % (repo.root, exc))
         try:
@@ -299,6 +298,8 @@ class BackupRun(VMRun):
                 refuse_foreign_filters(vm, disks)
             level, reason, chain = self.decide_level(repo, disks)
             self.result.update(vm=vm_name, level=level, reason=reason)
+            # From here on the run changes the repository; a refusal above leaves it untouched.
+            repo.start_progress(dict(this_process(), started=time.time()))
             self._remove_stale_bitmaps(repo, disks)
             self._take(repo, disks, level, chain)
             if params.get('keep_chains'):

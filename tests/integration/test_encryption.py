@@ -65,7 +65,8 @@ def test_encrypted_chain_restores_exactly_and_keeps_its_secrets(vm, ansible, rep
         vm.write('vda', index * 8 * MIB, 8 * MIB, pattern)
         vm.write('vdb', index * MIB, MIB, pattern)
         # Slow enough to look at every process while the backup runs.
-        proc = ansible.spawn('qemu_blockdev_backup', backup_args(vm, repo, encryption_key_file=key, speed=4 * MIB))
+        proc = ansible.spawn('qemu_blockdev_backup', backup_args(vm, repo, encryption_key_file=key, speed=4 * MIB,
+                                                                 digests=True))
         vm.wait_for_job(timeout=120)
         assert command_lines_holding(passphrase) == [], 'the passphrase is in a process argument list'
         result = ansible.collect(proc)
@@ -103,11 +104,12 @@ def test_encrypted_chain_restores_exactly_and_keeps_its_secrets(vm, ansible, rep
     assert passphrase not in vm.log()
     manifest = json.load(open([f for f in files if f.endswith('.json')][0]))
     assert manifest['encryption']['format'] == 'luks' and 'digest' in manifest['encryption']['fingerprint']
-    # Listed and verified without the key.
+    # Listed and verified, digests included, without the key.
     info = ansible.ok('qemu_backup_info', {'target_dir': repo, 'verify': True})
     assert info['problems'] == []
     backups = info['chains'][0]['backups']
     assert [b['encrypted'] for b in backups] == [True] * 3 and all(b['restorable'] for b in backups)
+    assert [b['content'] for b in backups] == ['verified'] * 3
 
 
 def test_a_wrong_or_missing_key_is_refused_and_a_chain_keeps_one_key(vm, ansible, repo, workdir):

@@ -106,6 +106,7 @@ def test_backups_without_digests_are_unverifiable_not_broken(vm, ansible, workdi
     assert backups[default['backup_id']]['restorable'] is True
 
 
+@pytest.mark.ends_of_matrix     # verify reads files only: QEMU-independent, proven at both ends
 @pytest.mark.parametrize('level, speed', [('incremental', 512 * 1024), ('full', 4 * MIB)])
 def test_verify_while_a_backup_writes_neither_blocks_it_nor_calls_it_broken(vm, ansible, repo, level, speed):
     """A slow backup (an incremental into the chain, or the full of a new

@@ -27,6 +27,7 @@ Run as a script (``python guest.py``) it builds and prints the paths."""
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import fcntl
 import hashlib
 import json
 import lzma
@@ -135,12 +136,20 @@ def build_key(packages, versions):
 
 
 def build(cache=CACHE):
-    """The guest's kernel and initrd, built once per key."""
+    """The guest's kernel and initrd, built once per key. Test runs of
+    several QEMUs at once share the cache: one builds, the others wait."""
     packages, versions = package_versions()
     image = GuestImage(os.path.join(cache, 'test-guest-' + build_key(packages, versions)))
-    if os.path.exists(os.path.join(image.directory, 'ready')):
-        return image
     os.makedirs(cache, exist_ok=True)
+    with open(os.path.join(cache, 'test-guest.lock'), 'w') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not os.path.exists(os.path.join(image.directory, 'ready')):
+            _build_into(image, packages, cache)
+    return image
+
+
+def _build_into(image, packages, cache):
+    """Build the guest into ``image`` (under the build lock)."""
     work = tempfile.mkdtemp(prefix='test-guest-build-', dir=cache)
     os.chmod(work, 0o755)    # apt-get download fetches as its own user where it can
     try:
@@ -159,7 +168,6 @@ def build(cache=CACHE):
     for entry in os.listdir(cache):     # builds of older inputs
         if entry.startswith('test-guest-') and os.path.join(cache, entry) != image.directory:
             shutil.rmtree(os.path.join(cache, entry), ignore_errors=True)
-    return image
 
 
 def extract_vmlinux(root, dest):

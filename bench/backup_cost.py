@@ -30,7 +30,6 @@ Run from the repository root: ``.venv/bin/python bench/backup_cost.py``."""
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
-import argparse
 import glob
 import json
 import os
@@ -53,16 +52,9 @@ INCREMENTAL_SHARE = 0.05
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])
-    parser.add_argument('--disk-size', type=runner.parse_size, default=runner.parse_size('4G'))
-    parser.add_argument('--data', type=runner.parse_size, default=runner.parse_size('2G'),
-                        help='what the guest writes before the full backups')
-    parser.add_argument('--dirty', type=float, default=1.0, help='percent of the disk dirtied per incremental')
-    parser.add_argument('--rounds', type=int, default=3)
-    args = parser.parse_args(argv)
-    if args.data > args.disk_size or args.rounds < 1:
-        parser.error('--data must fit in --disk-size and --rounds be at least 1')
-    return args
+    def dirty(parser):
+        parser.add_argument('--dirty', type=float, default=1.0, help='percent of the disk dirtied per incremental')
+    return runner.disk_and_data_args(argv, __doc__, 'what the guest writes before the full backups', dirty)
 
 
 def write_data(vm, disk_size, data):

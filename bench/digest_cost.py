@@ -22,7 +22,6 @@ Run from the repository root: ``.venv/bin/python bench/digest_cost.py``."""
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
-import argparse
 import hashlib
 import os
 import shutil
@@ -39,15 +38,7 @@ TARGET = 1.10
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])
-    parser.add_argument('--disk-size', type=runner.parse_size, default=runner.parse_size('4G'))
-    parser.add_argument('--data', type=runner.parse_size, default=runner.parse_size('2G'),
-                        help='what the guest writes before the full backups')
-    parser.add_argument('--rounds', type=int, default=3)
-    args = parser.parse_args(argv)
-    if args.data > args.disk_size or args.rounds < 1:
-        parser.error('--data must fit in --disk-size and --rounds be at least 1')
-    return args
+    return runner.disk_and_data_args(argv, __doc__, 'what the guest writes before the full backups')
 
 
 def sha256(path):

@@ -64,6 +64,21 @@ def parse_size(text):
     return size
 
 
+def disk_and_data_args(argv, doc, data_help, extra=None):
+    """The options of a benchmark that fills one disk: --disk-size (4G),
+    --data (2G, ``data_help``), --rounds (3), and what ``extra(parser)`` adds."""
+    parser = argparse.ArgumentParser(description=doc.split('\n\n', maxsplit=1)[0])
+    parser.add_argument('--disk-size', type=parse_size, default=parse_size('4G'))
+    parser.add_argument('--data', type=parse_size, default=parse_size('2G'), help=data_help)
+    parser.add_argument('--rounds', type=int, default=3)
+    if extra is not None:
+        extra(parser)
+    args = parser.parse_args(argv)
+    if args.data > args.disk_size or args.rounds < 1:
+        parser.error('--data must fit in --disk-size and --rounds be at least 1')
+    return args
+
+
 def human(size):
     for unit, factor in (('GiB', GIB), ('MiB', MIB), ('KiB', 1024)):
         if size >= factor:

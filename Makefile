@@ -19,6 +19,8 @@ all: test
 test: action-groups function-length sanity lint units integration
 
 $(VENV)/.installed: requirements-dev.txt requirements.txt
+	@# --clear through a symlinked .venv (a clone sharing another's) would empty the other checkout's venv.
+	@if [ -L $(VENV) ]; then echo "$(VENV) is a symlink: not rebuilding what it points to (make -o $@ ...)" >&2; exit 1; fi
 	$(PYTHON) -m venv --clear $(VENV)
 	$(VPY) -m pip install --quiet --upgrade pip
 	$(VPY) -m pip install --quiet -r requirements-dev.txt

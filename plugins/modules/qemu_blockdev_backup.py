@@ -144,9 +144,9 @@ options:
         M(vmbackup.qemu.qemu_backup_info) with O(vmbackup.qemu.qemu_backup_info#module:verify=true) catches any
         changed byte (bit rot) and M(vmbackup.qemu.qemu_backup_restore) refuses a point that reads a changed file.
       - Off by default because of its cost, the time to read each image file back (RV(digest_seconds)). Measured by
-        C(bench/digest_cost.py) (QEMU 10.0, 2 cores, load about 5, 3 rounds), a full backup of a 4 GiB disk with
-        2 GiB written took 6.8 s without and 9.5 s with digests (medians), 1.53 times as long (1.40 to 1.74), 2.7 s
-        of it reading the image back; a default may add at most 10%. The read is of the image file, so an
+        C(bench/digest_cost.py) (QEMU 10.0, 2 cores, 3 rounds), a full backup of a 4 GiB disk with 2 GiB written
+        took 5.1 s without and 8.2 s with digests (medians), 1.63 times as long (1.40 to 1.90), 2.5 s of it reading
+        the image back (SHA-256 runs at about 1.5 GB/s on one core here); a default may add at most 10%. The read is of the image file, so an
         incremental's cost follows its size.
       - V(false) records no digest; M(vmbackup.qemu.qemu_backup_info) reports such a backup as unverifiable, not as
         broken.

@@ -17,6 +17,7 @@ from ansible.errors import AnsibleFilterError
 from ansible.module_utils.common.text.converters import to_text
 
 from ansible_collections.vmbackup.qemu.plugins.module_utils.repository import progress_file
+from ansible_collections.vmbackup.qemu.plugins.module_utils.vmlock import start_in_stat
 
 MIB = 1024.0 * 1024.0
 SUMMARY_COLUMNS = ('VM', 'RESULT', 'BACKUP', 'CHAIN', 'MiB', 'SECONDS', 'NOTES')
@@ -117,9 +118,7 @@ def backups_gone(proc_reads):
         if not owner:
             continue
         if stat is not None:
-            fields = stat.rsplit(')', 1)[-1].split()
-            start = fields[19] if len(fields) > 19 else None     # field 22 of proc(5)
-            if owner.get('pid_start') is None or start == owner['pid_start']:
+            if owner.get('pid_start') is None or start_in_stat(stat) == owner['pid_start']:
                 continue
         gone.append(owner)
     return gone

@@ -41,14 +41,20 @@ DEFAULT_LOCK_TIMEOUT = 30.0
 _POLL = 0.2
 
 
+def start_in_stat(stat_text):
+    """The start time (clock ticks since boot) that the text of a
+    /proc/PID/stat file holds, or None if it holds none."""
+    fields = stat_text.rsplit(')', 1)[-1].split()     # after the command name, which may hold ')'
+    return fields[19] if len(fields) > 19 else None   # field 22 of proc(5); fields[0] is field 3
+
+
 def process_start(pid):
     """The start time of ``pid`` in clock ticks since boot, or None if it is gone."""
     try:
         with open('/proc/%d/stat' % pid) as stat:
-            fields = stat.read().rsplit(')', 1)[1].split()
+            return start_in_stat(stat.read())
     except (IOError, OSError):
         return None
-    return fields[19]  # field 22 of proc(5); fields[0] is field 3
 
 
 def this_process():

@@ -60,14 +60,20 @@ def run(args, check=True, umask=None, secret=None):
     return code, out, err
 
 
+def _qcow2_options(encrypted):
+    """``-o`` of the qcow2 images we write: 64 KiB clusters and, if
+    ``encrypted``, LUKS keyed by the secret SECRET_ID."""
+    options = 'cluster_size=65536'
+    if encrypted:
+        options += ',encrypt.format=%s,encrypt.key-secret=%s,encrypt.iter-time=%d' % (
+            ENCRYPTION_FORMAT, SECRET_ID, LUKS_ITER_TIME_MS)
+    return options
+
+
 def create_qcow2(path, size, backing=None, secret=None):
     """A qcow2 image readable by its owner only; ``backing`` relative to its
     directory; with a ``secret``, LUKS-encrypted with that passphrase."""
-    options = 'cluster_size=65536'
-    if secret is not None:
-        options += ',encrypt.format=%s,encrypt.key-secret=%s,encrypt.iter-time=%d' % (
-            ENCRYPTION_FORMAT, SECRET_ID, LUKS_ITER_TIME_MS)
-    args = ['create', '-q', '-f', 'qcow2', '-o', options]
+    args = ['create', '-q', '-f', 'qcow2', '-o', _qcow2_options(secret is not None)]
     if backing:
         # -u: the parent need not be opened to create the child.
         args += ['-b', backing, '-F', 'qcow2', '-u']
@@ -149,11 +155,7 @@ def convert(source, dest, dest_format, secret=None, layers=1, encrypt_dest=False
     encrypted with the same ``secret`` if ``encrypt_dest``."""
     args = ['convert', '-q', '-t', 'writeback', '-O', dest_format, '-m', '8', '-W']
     if dest_format == 'qcow2':
-        options = 'cluster_size=65536'
-        if encrypt_dest:
-            options += ',encrypt.format=%s,encrypt.key-secret=%s,encrypt.iter-time=%d' % (
-                ENCRYPTION_FORMAT, SECRET_ID, LUKS_ITER_TIME_MS)
-        args += ['-o', options]
+        args += ['-o', _qcow2_options(encrypt_dest)]
     if secret is not None and layers:
         source = encrypted_image(source, layers)
     else:

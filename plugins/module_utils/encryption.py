@@ -35,6 +35,12 @@ FINGERPRINT_KDF = 'pbkdf2-hmac-sha256'
 FINGERPRINT_ITERATIONS = 200000
 FINGERPRINT_SALT_BYTES = 16
 KEY_OPTIONS = 'encryption_key_file or encryption_passphrase'
+# The modules' key options, as the vmbackup.qemu.encryption doc fragment documents them.
+KEY_ARGUMENT_SPEC = dict(
+    encryption_key_file=dict(type='path'),
+    encryption_passphrase=dict(type='str', no_log=True),
+)
+KEY_MUTUALLY_EXCLUSIVE = [('encryption_key_file', 'encryption_passphrase')]
 
 
 def read_key_file(path):

@@ -206,6 +206,7 @@ disks:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.vmbackup.qemu.plugins.module_utils.encryption import KEY_ARGUMENT_SPEC, KEY_MUTUALLY_EXCLUSIVE
 from ansible_collections.vmbackup.qemu.plugins.module_utils.module import run_guarded
 from ansible_collections.vmbackup.qemu.plugins.module_utils.paths import make_absolute, vm_name_problem
 from ansible_collections.vmbackup.qemu.plugins.module_utils.restore import restore
@@ -224,10 +225,9 @@ def main():
             force=dict(type='bool', default=False),
             verify=dict(type='bool', default=True),
             encrypt=dict(type='bool', default=False),
-            encryption_key_file=dict(type='path'),
-            encryption_passphrase=dict(type='str', no_log=True),
+            **KEY_ARGUMENT_SPEC
         ),
-        mutually_exclusive=[('disk', 'disks'), ('encryption_key_file', 'encryption_passphrase')],
+        mutually_exclusive=[('disk', 'disks')] + KEY_MUTUALLY_EXCLUSIVE,
         supports_check_mode=True,
     )
     problem = (make_absolute(module.params, ('target_dir', 'dest', 'encryption_key_file'))

@@ -146,8 +146,8 @@ options:
       - Off by default because of its cost, the time to read each image file back (RV(digest_seconds)). Measured by
         C(bench/digest_cost.py) (QEMU 10.0, 2 cores, 3 rounds), a full backup of a 4 GiB disk with 2 GiB written
         took 5.1 s without and 8.2 s with digests (medians), 1.63 times as long (1.40 to 1.90), 2.5 s of it reading
-        the image back (SHA-256 runs at about 1.5 GB/s on one core here); a default may add at most 10%. The read is of the image file, so an
-        incremental's cost follows its size.
+        the image back (SHA-256 runs at about 1.5 GB/s on one core here); a default may add at most 10%. The read is
+        of the image file, so an incremental's cost follows its size.
       - V(false) records no digest; M(vmbackup.qemu.qemu_backup_info) reports such a backup as unverifiable, not as
         broken.
     type: bool
@@ -363,6 +363,7 @@ digest_seconds:
 '''
 
 from ansible_collections.vmbackup.qemu.plugins.module_utils.backup import BackupRun, LEVELS
+from ansible_collections.vmbackup.qemu.plugins.module_utils.encryption import KEY_ARGUMENT_SPEC, KEY_MUTUALLY_EXCLUSIVE
 from ansible_collections.vmbackup.qemu.plugins.module_utils.module import QMPModule
 from ansible_collections.vmbackup.qemu.plugins.module_utils.paths import (
     directory_problem,
@@ -409,10 +410,9 @@ def main():
             job_timeout=dict(type='int'),
             full_every=dict(type='int', default=0),
             keep_chains=dict(type='int', default=0),
-            encryption_key_file=dict(type='path'),
-            encryption_passphrase=dict(type='str', no_log=True),
+            **KEY_ARGUMENT_SPEC
         ),
-        mutually_exclusive=[('encryption_key_file', 'encryption_passphrase')],
+        mutually_exclusive=KEY_MUTUALLY_EXCLUSIVE,
     )
     for option in ('speed', 'full_every', 'keep_chains'):
         if qmp_module.params[option] < 0:
